@@ -1,0 +1,90 @@
+"""Configs as data: YAML files read into typed dataclasses, with `key.sub=value` overrides.
+
+Every application declares its schema as (nested) dataclasses; this module is
+the only place that reads YAML, applies overrides and rejects unknown keys.
+"""
+
+import dataclasses
+import os
+import typing
+
+import yaml
+
+from deeplab_xception.errors import UserError
+
+
+def _set(tree, dotted, value, source):
+    node = tree
+    keys = dotted.split(".")
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise UserError(f"{source}: {dotted}: {key} is not a section")
+    node[keys[-1]] = value
+
+
+def _build(cls, data, where, source):
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: {where or 'config'} must be a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise UserError(f"{source}: unknown config key '{key}' (known: {', '.join(sorted(fields))})")
+    values = {}
+    for name, value in data.items():
+        hint = hints[name]
+        key = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, key, source)
+        else:
+            values[name] = _coerce(hint, value, key, source)
+    return cls(**values)
+
+
+def _coerce(hint, value, key, source):
+    origin = typing.get_origin(hint)
+    if value is None or hint is typing.Any:
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        args = typing.get_args(hint)
+        item = args[0] if args else typing.Any
+        return tuple(_coerce(item, v, key, source) for v in value)
+    if origin is typing.Union:
+        for arg in typing.get_args(hint):
+            if arg is type(None):
+                continue
+            return _coerce(arg, value, key, source)
+    try:
+        if hint is bool and isinstance(value, str):
+            raise ValueError
+        return hint(value) if hint in (int, float, str, bool) else value
+    except (TypeError, ValueError):
+        raise UserError(f"{source}: {key} must be {hint.__name__}, got {value!r}") from None
+
+
+def load_config(cls, path=None, overrides=()):
+    """`cls` filled from the YAML at `path` (or defaults), then `key=value` overrides."""
+    data, source = {}, "config"
+    if path:
+        source = os.fspath(path)
+        if not os.path.isfile(source):
+            raise UserError(f"{source}: no such config file")
+        with open(source) as f:
+            try:
+                data = yaml.safe_load(f) or {}
+            except yaml.YAMLError as e:
+                raise UserError(f"{source}: not valid YAML ({e.__class__.__name__})") from None
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        _set(data, key.strip(), yaml.safe_load(raw), f"override {item!r}")
+    return _build(cls, data, "", source)
+
+
+def to_dict(config):
+    return dataclasses.asdict(config)

@@ -1,0 +1,61 @@
+"""Preprocessing and single- or multi-scale + flip prediction, as the official eval does it."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from deeplab_xception.layers import resize_align_corners, scale_dimension
+
+MEAN_PIXEL = 127.5
+IGNORE_LABEL = 255
+
+
+def preprocess(images):
+    """uint8 RGB to the model's input range [-1, 1] (x * 2/255 - 1)."""
+    return ops.cast(images, "float32") * (2.0 / 255.0) - 1.0
+
+
+class Segmenter:
+    """Class probabilities for images of any size from a DeepLabV3Plus.
+
+    For each scale s the image is resized (align corners) to
+    scale_dimension(H, s) x scale_dimension(W, s); the logits at their own
+    stride are resized to scale_dimension(H, max(1, s) / stride), then to
+    H x W; the result is the mean of the softmaxes over scales and flips.
+    """
+
+    def __init__(self, model, scales=(1.0,), flip=False):
+        if not scales or any(s <= 0 for s in scales):
+            raise ValueError(f"scales: need positive scales, got {scales}")
+        self.model = model
+        self.scales = tuple(float(s) for s in scales)
+        self.flip = flip
+        self.logits_model = keras.Model(model.input, model.get_layer("logits.semantic").output)
+        self.logits_stride = model.logits_stride
+
+    def _logits(self, images, height, width, scale):
+        logits = self.logits_model(images, training=False)
+        size = (scale_dimension(height, max(1.0, scale) / self.logits_stride),
+                scale_dimension(width, max(1.0, scale) / self.logits_stride))
+        return resize_align_corners(logits, size)
+
+    def probabilities(self, images):
+        """Batch of uint8 N x H x W x 3 images to float32 N x H x W x C probabilities."""
+        images = preprocess(images)
+        height, width = int(images.shape[1]), int(images.shape[2])
+        total = 0.0
+        for scale in self.scales:
+            scaled = images
+            if scale != 1.0:
+                scaled = resize_align_corners(
+                    images, (scale_dimension(height, scale), scale_dimension(width, scale)))
+            passes = [self._logits(scaled, height, width, scale)]
+            if self.flip:
+                flipped = self._logits(ops.flip(scaled, axis=2), height, width, scale)
+                passes.append(ops.flip(flipped, axis=2))
+            for logits in passes:
+                total = total + ops.softmax(resize_align_corners(logits, (height, width)), axis=-1)
+        return ops.convert_to_numpy(total / (len(self.scales) * (2 if self.flip else 1)))
+
+    def labels(self, images):
+        return np.argmax(self.probabilities(images), axis=-1).astype(np.uint8)

@@ -1,0 +1,62 @@
+"""File I/O every job shares: images through OpenCV, and writes that never leave half a file."""
+
+import contextlib
+import os
+import tempfile
+
+import cv2
+import numpy as np
+
+from deeplab_xception.errors import UserError
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside `path`; renames it onto `path` only on success."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    suffix = os.path.basename(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + suffix, dir=directory)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_image(path):
+    """RGB uint8 H x W x 3 from any file OpenCV reads.
+
+    IMREAD_COLOR turns gray, RGBA and 16-bit images into 8-bit color and
+    applies the EXIF orientation.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such file")
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise UserError(f"{path}: not a readable image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def write_image(path, image):
+    """Writes an RGB (or single-channel) uint8 array atomically; format from the extension."""
+    image = np.asarray(image)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ext = os.path.splitext(os.fspath(path))[1] or ".png"
+    ok, encoded = cv2.imencode(ext, image)
+    if not ok:
+        raise UserError(f"{path}: cannot encode an image with extension {ext}")
+    with atomic_path(path) as tmp:
+        encoded.tofile(tmp)
+
+
+def save_npy(path, array):
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array)

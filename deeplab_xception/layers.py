@@ -1,0 +1,65 @@
+"""Layers the official DeepLab graph needs that Keras does not ship as such."""
+
+import keras
+from keras import ops
+
+
+def scale_dimension(dim, scale):
+    """Size of a dimension scaled the way DeepLab scales crops: (d - 1) * s + 1."""
+    return int((dim - 1) * scale + 1)
+
+
+def fixed_padding(kernel_size, rate=1):
+    """(begin, end) padding that a strided conv needs to align like TF-slim's conv2d_same."""
+    effective = kernel_size + (kernel_size - 1) * (rate - 1)
+    total = effective - 1
+    return total // 2, total - total // 2
+
+
+def _interpolation_matrix(out_size, in_size, dtype):
+    """Rows of an align-corners bilinear resize from `in_size` to `out_size` samples."""
+    scale = ops.cast(in_size - 1, "float32") / ops.cast(ops.maximum(out_size - 1, 1), "float32")
+    source = ops.cast(ops.arange(out_size), "float32") * scale
+    lower = ops.minimum(ops.cast(ops.floor(source), "int32"), in_size - 1)
+    upper = ops.minimum(lower + 1, in_size - 1)
+    weight = source - ops.cast(lower, "float32")
+    matrix = (ops.one_hot(lower, in_size) * (1.0 - weight)[:, None]
+              + ops.one_hot(upper, in_size) * weight[:, None])
+    return ops.cast(matrix, dtype)
+
+
+def resize_align_corners(images, size):
+    """Bilinear resize with align_corners=True (TF1 semantics), for NHWC images.
+
+    Two small interpolation matrices, one over rows and one over columns, so it
+    runs on every backend and exports to every format.
+    """
+    height, width = size
+    in_height, in_width = ops.shape(images)[1], ops.shape(images)[2]
+    rows = _interpolation_matrix(height, in_height, images.dtype)
+    cols = _interpolation_matrix(width, in_width, images.dtype)
+    images = ops.einsum("hH,bHWc->bhWc", rows, images)
+    return ops.einsum("wW,bhWc->bhwc", cols, images)
+
+
+@keras.saving.register_keras_serializable(package="deeplab_xception")
+class ResizeLike(keras.layers.Layer):
+    """Resizes `inputs` (align corners) to the spatial size of `reference`."""
+
+    def call(self, inputs, reference):
+        shape = ops.shape(reference)
+        return resize_align_corners(inputs, (shape[1], shape[2]))
+
+    def compute_output_shape(self, inputs_shape, reference_shape):
+        return (inputs_shape[0], reference_shape[1], reference_shape[2], inputs_shape[3])
+
+
+@keras.saving.register_keras_serializable(package="deeplab_xception")
+class GlobalMeanPool(keras.layers.Layer):
+    """Mean over height and width, kept as a 1x1 map (DeepLab's image pooling)."""
+
+    def call(self, inputs):
+        return ops.mean(inputs, axis=(1, 2), keepdims=True)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1, 1, input_shape[3])

@@ -1,0 +1,219 @@
+"""The models against the reference numbers: parameter counts, shapes, strides, parity."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeplab_xception import build_model, with_output_stride
+from deeplab_xception.backbones import VARIANTS, XceptionBackbone, reachable_output_strides
+from deeplab_xception.inference import Segmenter
+from deeplab_xception.layers import resize_align_corners, scale_dimension
+
+
+def count(weights):
+    return sum(int(np.prod(w.shape)) for w in weights)
+
+
+def test_classic_xception_has_the_papers_parameter_count():
+    model = build_model("classifier", backbone="xception")
+    assert count(model.trainable_weights) == 22_855_952
+    assert model.count_params() == 22_910_480
+
+
+def test_xception65_deeplab_matches_the_official_checkpoint_size(manifest):
+    model = build_model("deeplab", backbone="xception_65", num_classes=21)
+    assert count(model.trainable_weights) == manifest["num_trainable_elements"]
+    assert model.count_params() == manifest["num_elements"]
+    assert model.backbone.count_params() == manifest["backbone"]["num_elements"]
+
+
+def _random_weights(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        value = rng.normal(0.0, 0.1, w.shape)
+        if "variance" in w.path:
+            value = 1.0 + np.abs(value)
+        w.assign(value.astype("float32"))
+
+
+@pytest.mark.parametrize("fmt", ["weights.h5", "legacy.h5"])
+def test_classic_xception_loads_keras_applications_weights(tmp_path, fmt):
+    from keras.src.legacy.saving import legacy_h5_format
+    import h5py
+
+    reference = keras.applications.Xception(weights=None)
+    _random_weights(reference)
+    path = tmp_path / f"xception.{fmt}"
+    if fmt == "weights.h5":
+        reference.save_weights(path)
+    else:  # the layout of the released xception_weights_tf_dim_ordering_tf_kernels.h5
+        with h5py.File(path, "w") as f:
+            legacy_h5_format.save_weights_to_hdf5_group(f, reference)
+    ours = build_model("classifier", backbone="xception", activation=None)
+    ours.load_weights(path)
+    images = np.random.default_rng(1).uniform(-1, 1, (1, 299, 299, 3)).astype("float32")
+    expected = reference.get_layer("block14_sepconv2_act").output
+    features = keras.Model(reference.input, expected)(images)
+    np.testing.assert_allclose(ours.backbone(images), features, rtol=1e-5, atol=1e-5)
+    probabilities = keras.ops.softmax(ours(images))
+    np.testing.assert_allclose(probabilities, reference(images), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("variant", ["xception_41", "xception_65"])
+@pytest.mark.parametrize("output_stride", [8, 16, 32])
+def test_output_shapes_follow_the_output_stride(variant, output_stride):
+    model = build_model("deeplab", backbone=variant, output_stride=output_stride, num_classes=5)
+    for height, width in [(129, 161), (513, 513)]:
+        images = keras.KerasTensor((1, height, width, 3))
+        features = model.backbone.compute_output_spec(images)
+        expected = (scale_dimension(height, 1 / output_stride), scale_dimension(width, 1 / output_stride))
+        assert tuple(features.shape[1:3]) == expected
+        assert model.compute_output_spec(images).shape == (1, height, width, 5)
+    logits = model(np.zeros((1, 129, 161, 3), "float32"))
+    assert logits.shape == (1, 129, 161, 5)
+
+
+def test_xception65_at_513_runs_at_output_stride_16_and_8():
+    model = build_model("deeplab", backbone="xception_65", output_stride=16, upsample_logits=False)
+    images = np.random.default_rng(0).uniform(-1, 1, (1, 513, 513, 3)).astype("float32")
+    assert model(images).shape == (1, 129, 129, 21)
+    assert with_output_stride(model, 8)(images).shape == (1, 129, 129, 21)
+
+
+def _dilations(model, suffix):
+    return {l.name: (l.strides[0], l.dilation_rate[0]) for l in model.layers
+            if l.name.endswith(suffix)}
+
+
+def test_dilation_replaces_stride_past_the_output_stride():
+    os16 = build_model("backbone", backbone="xception_65", output_stride=16)
+    d = _dilations(os16, "_depthwise")
+    assert d["exit_flow.block1.unit_1.xception_module.separable_conv3_depthwise"] == (1, 1)
+    assert d["exit_flow.block2.unit_1.xception_module.separable_conv1_depthwise"] == (1, 2)
+    assert d["entry_flow.block3.unit_1.xception_module.separable_conv3_depthwise"] == (2, 1)
+    os8 = build_model("backbone", backbone="xception_65", output_stride=8, multi_grid=(1, 2, 4))
+    d = _dilations(os8, "_depthwise")
+    assert d["entry_flow.block3.unit_1.xception_module.separable_conv3_depthwise"] == (1, 1)
+    assert d["middle_flow.block1.unit_16.xception_module.separable_conv2_depthwise"] == (1, 2)
+    assert d["exit_flow.block1.unit_1.xception_module.separable_conv3_depthwise"] == (1, 2)
+    assert [d[f"exit_flow.block2.unit_1.xception_module.separable_conv{i}_depthwise"][1]
+            for i in (1, 2, 3)] == [4, 8, 16]
+
+
+def test_decoder_tap_is_the_stride4_batch_norm_output():
+    for variant, block in [("xception_65", "block2"), ("xception_71", "block3")]:
+        backbone = XceptionBackbone(variant, output_stride=16)
+        tap = backbone.pyramid_outputs[4]
+        name = f"entry_flow.{block}.unit_1.xception_module.separable_conv2_pointwise.BatchNorm"
+        assert tap is backbone.get_layer(name).output
+        assert backbone.compute_output_spec(keras.KerasTensor((1, 513, 513, 3))).shape[1] == 33
+        assert keras.Model(backbone.input, tap).compute_output_spec(
+            keras.KerasTensor((1, 513, 513, 3))).shape[1:3] == (129, 129)
+
+
+def test_depthwise_layouts_differ_where_the_reference_says():
+    def relus_after_depthwise(model):
+        return sum(l.name.endswith("_depthwise.relu") for l in model.layers)
+
+    checkpoint = XceptionBackbone("xception_65", depthwise_layout="checkpoint")
+    paper = XceptionBackbone("xception_65", depthwise_layout="paper")
+    plain = XceptionBackbone("xception_65", depthwise_layout="plain")
+    assert relus_after_depthwise(checkpoint) == 3  # exit_flow/block2 only
+    assert relus_after_depthwise(paper) == 3 * (3 + 16 + 1 + 1)
+    assert relus_after_depthwise(plain) == 0
+    assert paper.count_params() == checkpoint.count_params()
+    depthwise_bn = sum(4 * l.input.shape[-1] for l in checkpoint.layers
+                       if l.name.endswith("_depthwise.BatchNorm"))
+    assert checkpoint.count_params() - plain.count_params() == depthwise_bn
+
+
+def test_unreachable_output_stride_and_bad_options_are_clear_errors():
+    assert reachable_output_strides("xception_65") == (4, 8, 16, 32)
+    with pytest.raises(ValueError, match="output_stride: xception_65 cannot run at output stride 64"):
+        XceptionBackbone("xception_65", output_stride=64)
+    with pytest.raises(ValueError, match="unknown variant 'xception_99'"):
+        XceptionBackbone("xception_99")
+    with pytest.raises(ValueError, match="num_classes"):
+        build_model("deeplab", backbone="xception_tiny", num_classes=0)
+
+
+def test_resize_matches_tf1_align_corners():
+    images = tf.random.uniform((2, 7, 9, 3), seed=0)
+    for size in [(13, 17), (4, 5), (1, 1), (7, 9)]:
+        expected = tf.compat.v1.image.resize_bilinear(images, size, align_corners=True)
+        np.testing.assert_allclose(resize_align_corners(images, size), expected, atol=1e-5)
+
+
+def test_changing_output_stride_keeps_weights_and_rescales_rates():
+    model = build_model("deeplab", backbone="xception_tiny", num_classes=3, atrous_rates=(6, 12, 18))
+    os8 = with_output_stride(model, 8)
+    assert os8.output_stride == 8 and os8.atrous_rates == (12, 24, 36)
+    assert os8.get_layer("aspp1_depthwise").dilation_rate == (12, 12)
+    for a, b in zip(model.get_weights(), os8.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    default = with_output_stride(build_model("deeplab", backbone="xception_tiny"), 8)
+    assert default.atrous_rates is None and default.get_layer("aspp3_depthwise").dilation_rate == (36, 36)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_file(tmp_path_factory):
+    model = build_model("deeplab", backbone="xception_tiny", num_classes=4, output_stride=16)
+    _random_weights(model, seed=3)
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    model.save(path)
+    return model, path
+
+
+def test_model_file_round_trips(tiny_model_file):
+    model, path = tiny_model_file
+    loaded = keras.models.load_model(path)
+    images = np.random.default_rng(0).uniform(-1, 1, (1, 37, 45, 3)).astype("float32")
+    np.testing.assert_allclose(loaded(images), model(images), atol=1e-5)
+    assert loaded.get_config() == model.get_config()
+
+
+def test_jax_backend_agrees_with_tensorflow(tiny_model_file, tmp_path):
+    model, path = tiny_model_file
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 37, 45, 3)).astype("float32")
+    np.save(tmp_path / "images.npy", images)
+    script = (
+        "import sys, numpy as np, keras, deeplab_xception\n"
+        "assert keras.backend.backend() == 'jax'\n"
+        "m = keras.models.load_model(sys.argv[1])\n"
+        "np.save(sys.argv[3], keras.ops.convert_to_numpy(m(np.load(sys.argv[2]))))\n")
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    subprocess.run([sys.executable, "-c", script, str(path), str(tmp_path / "images.npy"),
+                    str(tmp_path / "out.npy")], check=True, env=env)
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), model(images), atol=2e-4)
+
+
+def test_single_scale_segmenter_is_the_models_softmax(tiny_model_file):
+    model, _ = tiny_model_file
+    images = np.random.default_rng(0).integers(0, 256, (1, 41, 53, 3)).astype("uint8")
+    probabilities = Segmenter(model).probabilities(images)
+    expected = keras.ops.softmax(model(images.astype("float32") * (2 / 255) - 1))
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+
+
+def test_multiscale_flip_averages_every_pass(tiny_model_file):
+    model, _ = tiny_model_file
+    images = np.random.default_rng(0).integers(0, 256, (1, 41, 53, 3)).astype("uint8")
+    both = Segmenter(model, scales=(0.5, 1.0), flip=True).probabilities(images)
+    parts = [Segmenter(model, scales=(s,)).probabilities(im)
+             for s in (0.5, 1.0) for im in (images, images[:, :, ::-1])]
+    parts = [p if i % 2 == 0 else p[:, :, ::-1] for i, p in enumerate(parts)]
+    np.testing.assert_allclose(both, np.mean(parts, axis=0), atol=1e-5)
+    assert both.shape == (1, 41, 53, 4)
+    np.testing.assert_allclose(both.sum(-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_variant_builds_and_runs(variant):
+    backbone = XceptionBackbone(variant, output_stride=32)
+    features = backbone(np.zeros((1, 75, 75, 3), "float32"))
+    assert features.shape[-1] == VARIANTS[variant].blocks[-1].depths[-1]
