@@ -1,0 +1,84 @@
+"""The trainer's typed config: everything about *how* to train, nothing about the data.
+
+Durations are in steps or epochs; a step is one optimizer update (under
+asynchronous training, one worker's batch). Epoch-based values turn into steps
+with `examples_per_epoch / global_batch`, where global_batch is
+`batch_size_per_replica * replicas in sync` (the per-worker batch for the
+parameter-server strategy). `steps_per_epoch` and `total_steps` below are the
+one place that arithmetic lives.
+"""
+
+import dataclasses
+import math
+
+from deeplab_xception.errors import UserError
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "parameter_server")
+SCHEDULES = ("exponential", "poly", "constant")
+
+
+@dataclasses.dataclass
+class OptimizerConfig:
+    momentum: float = 0.9
+    nesterov: bool = False
+
+
+@dataclasses.dataclass
+class ScheduleConfig:
+    """Learning rate as a function of the step.
+
+    exponential: initial * decay_rate ** (step / steps(decay_epochs)), floored
+    when staircase (the Inception / Xception ImageNet recipe).
+    poly: (initial - end) * (1 - step / total_steps) ** power + end (DeepLab).
+    """
+    name: str = "exponential"
+    initial: float = 0.05
+    decay_rate: float = 0.94
+    decay_epochs: float = 2.0
+    staircase: bool = True
+    power: float = 0.9
+    end: float = 0.0
+
+
+@dataclasses.dataclass
+class TrainerConfig:
+    model_dir: str = "runs/pretrain"
+    train_steps: int = 0                  # total steps; or:
+    train_epochs: float = 0.0             # total epochs (needs examples_per_epoch)
+    examples_per_epoch: int = 0           # size of the training set
+    batch_size_per_replica: int = 32
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    learning_rate: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    weight_decay: float = 4e-5            # slim L2: scale * sum(w^2) / 2 on conv/dense kernels
+    checkpoint_every: int = 1000          # steps
+    keep_checkpoints: int = 5
+    summary_every: int = 100              # steps
+    strategy: str = "default"
+    num_ps_shards: int = 0                # shards per large variable; 0: one per PS task
+    init_checkpoint: str = ""             # warm start (.keras / .weights.h5), matched by layer name
+    synchronized_batch_norm: bool = True  # for the synchronous multi-replica strategies
+    seed: int = 0
+
+    def steps_per_epoch(self, replicas_in_sync=1):
+        if self.examples_per_epoch <= 0:
+            raise UserError("examples_per_epoch must be set to count in epochs")
+        return self.examples_per_epoch / (self.batch_size_per_replica * replicas_in_sync)
+
+    def total_steps(self, replicas_in_sync=1):
+        if self.train_steps > 0:
+            return self.train_steps
+        if self.train_epochs > 0:
+            return int(math.ceil(self.train_epochs * self.steps_per_epoch(replicas_in_sync)))
+        raise UserError("set train_steps or train_epochs to a positive value")
+
+    def validate(self):
+        if self.strategy not in STRATEGIES:
+            raise UserError(f"strategy: {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
+        if self.learning_rate.name not in SCHEDULES:
+            raise UserError(
+                f"learning_rate.name: {self.learning_rate.name!r} is not one of {', '.join(SCHEDULES)}")
+        if self.batch_size_per_replica <= 0:
+            raise UserError("batch_size_per_replica must be positive")
+        if self.checkpoint_every <= 0 or self.summary_every <= 0:
+            raise UserError("checkpoint_every and summary_every must be positive")
+        return self

@@ -1,0 +1,76 @@
+"""What an application (ImageNet pretraining, segmentation fine-tuning) gives the trainer.
+
+The trainer owns the loop, the strategy, the optimizer, weight decay,
+checkpoints and summaries; a task owns only its data, model, loss and metrics.
+
+Batches: every dataset a task returns is batched to the *per-replica* batch
+size (`input_context.get_per_replica_batch_size(global_batch)`) and yields
+`(features, labels)`; `features` is what the model is called on.
+
+Sharding: a task shards its files with
+`files.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)`.
+Synchronous strategies give each worker its own shard that way. The
+parameter-server coordinator runs one dataset function on every worker and
+gives it a single pipeline (num_input_pipelines == 1), so a task must also
+shuffle its file order with an unseeded shuffle: asynchronous workers then read
+the data in independent orders.
+"""
+
+from typing import Optional, Protocol, runtime_checkable
+
+import keras
+import tensorflow as tf
+
+
+@runtime_checkable
+class Task(Protocol):
+    """The interface `deeplab_xception.training.train` runs.
+
+    Required: `build_model`, `train_dataset`, `loss`. Optional (looked up with
+    getattr): `eval_dataset`, `metrics`, `image_summaries`.
+    """
+
+    def build_model(self) -> keras.Model:
+        """A fresh, untrained Keras 3 model; the trainer calls it inside the strategy scope.
+
+        Where the starting weights come from is the trainer's business
+        (resume, then `init_checkpoint`, then this random initialization).
+        """
+
+    def train_dataset(self, input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+        """An infinite (repeated), shuffled, per-replica batched dataset of (features, labels).
+
+        Batch size: `input_context.get_per_replica_batch_size(global_batch)`
+        where `global_batch` is `TrainerConfig.batch_size_per_replica *
+        input_context.num_replicas_in_sync`, i.e. `batch_size_per_replica`.
+        Batches must have a static batch size (`drop_remainder=True`).
+        """
+
+    def loss(self, labels: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
+        """A scalar: the mean loss over *this replica's* batch, without weight decay.
+
+        The task decides what is averaged (examples for classification,
+        non-ignored pixels for segmentation). The trainer divides it by the
+        number of replicas in sync before taking gradients, so that summed
+        gradients equal the gradient of the mean over the global batch, and it
+        adds the L2 weight decay itself. Under asynchronous training each
+        worker's update uses its own batch mean.
+        """
+
+
+class OptionalTaskMethods(Protocol):
+    """Methods a task may add; the trainer and the evaluator use them when present."""
+
+    def eval_dataset(self) -> tf.data.Dataset:
+        """A finite batched dataset of (features, labels) for the evaluator (one pass)."""
+
+    def metrics(self) -> list:
+        """Fresh Keras 3 metrics, each updated as `metric.update_state(labels, outputs)`.
+
+        The evaluator computes them over `eval_dataset` for every checkpoint
+        and writes `metric.result()` under the metric's name.
+        """
+
+    def image_summaries(self, features: tf.Tensor, labels: tf.Tensor,
+                        outputs: tf.Tensor) -> Optional[dict]:
+        """{name: uint8 or [0, 1] float NHWC images} written to TensorBoard by the evaluator."""
