@@ -1,0 +1,53 @@
+"""DeepLab's training augmentation, in TensorFlow ops for tf.data.
+
+Order as in the official input pipeline: random scale (bilinear image,
+nearest label, both align corners), pad to the crop with the mean pixel and
+the ignore label, random crop, random left-right flip.
+"""
+
+import tensorflow as tf
+
+from deeplab_xception.inference import IGNORE_LABEL, MEAN_PIXEL, preprocess
+
+
+def random_scale_factor(min_scale, max_scale, step):
+    """Uniform in [min, max]; with `step` > 0, one of min, min + step, ..., max."""
+    if step > 0:
+        count = int(round((max_scale - min_scale) / step)) + 1
+        return min_scale + step * tf.cast(tf.random.uniform((), 0, count, tf.int32), tf.float32)
+    return tf.random.uniform((), min_scale, max_scale)
+
+
+def _scale(image, label, scale):
+    size = tf.cast(tf.round(tf.cast(tf.shape(image)[:2], tf.float32) * scale), tf.int32)
+    image = tf.compat.v1.image.resize(image, size, tf.image.ResizeMethod.BILINEAR,
+                                      align_corners=True)
+    label = tf.compat.v1.image.resize(label, size, tf.image.ResizeMethod.NEAREST_NEIGHBOR,
+                                      align_corners=True)
+    return image, label
+
+
+def _pad_to(image, label, crop_height, crop_width):
+    """Pads bottom and right up to the crop size: mean pixel for the image, ignore for the label."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    paddings = [[0, tf.maximum(crop_height - height, 0)], [0, tf.maximum(crop_width - width, 0)],
+                [0, 0]]
+    image = tf.pad(image - MEAN_PIXEL, paddings) + MEAN_PIXEL
+    label = tf.pad(label, paddings, constant_values=IGNORE_LABEL)
+    return image, label
+
+
+def train_augment(image, label, crop_size, min_scale=0.5, max_scale=2.0, scale_step=0.25,
+                  flip=True):
+    """uint8 image H x W x 3 and label H x W x 1 to a preprocessed crop and int32 labels."""
+    crop_height, crop_width = crop_size
+    image = tf.cast(image, tf.float32)
+    if (min_scale, max_scale) != (1.0, 1.0):
+        image, label = _scale(image, label, random_scale_factor(min_scale, max_scale, scale_step))
+    image, label = _pad_to(image, label, crop_height, crop_width)
+    stacked = tf.concat([image, tf.cast(label, tf.float32)], axis=-1)
+    stacked = tf.image.random_crop(stacked, (crop_height, crop_width, 4))
+    if flip:
+        stacked = tf.image.random_flip_left_right(stacked)
+    image, label = stacked[..., :3], tf.cast(stacked[..., 3], tf.int32)
+    return preprocess(image), label

@@ -1,0 +1,32 @@
+"""PASCAL VOC 2012 segmentation, with the SBD-augmented "trainaug" labels.
+
+Layout (the VOC2012 folder of VOCdevkit): JPEGImages/<name>.jpg,
+SegmentationClass/<name>.png (palette PNGs whose indices are the classes,
+255 on object borders), ImageSets/Segmentation/<split>.txt. The trainaug
+split reads SegmentationClassAug/<name>.png (8-bit index PNGs), as DeepLab does.
+"""
+
+import os
+
+from segment.datasets.base import (Example, SegmentationSet, bit_palette, read_index_png,
+                                   read_split_file)
+
+CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)
+PALETTE = bit_palette(len(CLASSES))
+AUGMENTED_SPLITS = ("trainaug",)
+
+
+def load(root, split="val", label_dir=None):
+    """`label_dir` overrides where labels come from (SegmentationClass or ...Aug)."""
+    if label_dir is None:
+        label_dir = "SegmentationClassAug" if split in AUGMENTED_SPLITS else "SegmentationClass"
+    names = read_split_file(os.path.join(root, "ImageSets", "Segmentation", f"{split}.txt"))
+    examples = [Example(name, os.path.join(root, "JPEGImages", f"{name}.jpg"),
+                        os.path.join(root, label_dir, f"{name}.png")) for name in names]
+    return SegmentationSet(CLASSES, PALETTE, examples,
+                           lambda example: read_index_png(example.label_path),
+                           source=f"{root} ({split})")
