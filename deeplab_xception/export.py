@@ -1,0 +1,87 @@
+"""Exports a DeepLabv3+ as a self-contained segmenter: uint8 image in, labels and probabilities out.
+
+The exported graph holds the package's preprocessing (x * 2/255 - 1) and the
+align-corners upsampling, so a runtime needs nothing but the file. Keras'
+own exporters write each format.
+"""
+
+import os
+import shutil
+
+import keras
+from keras import ops
+
+from deeplab_xception.errors import UserError
+
+FORMATS = {"saved_model": "tf_saved_model", "tflite": "litert", "onnx": "onnx"}
+
+
+@keras.saving.register_keras_serializable(package="deeplab_xception")
+class Preprocess(keras.layers.Layer):
+    """uint8 RGB to [-1, 1], inside the exported graph."""
+
+    def call(self, images):
+        return ops.cast(images, "float32") * (2.0 / 255.0) - 1.0
+
+    def compute_output_spec(self, images):
+        return keras.KerasTensor(images.shape, dtype="float32")
+
+
+@keras.saving.register_keras_serializable(package="deeplab_xception")
+class ArgMax(keras.layers.Layer):
+    """First index of the maximum, from min/where: TF's argmax lowering uses bit
+    tricks that neither ONNX nor TFLite builtins support."""
+
+    def call(self, probabilities):
+        num_classes = ops.shape(probabilities)[-1]
+        is_max = probabilities >= ops.max(probabilities, axis=-1, keepdims=True)
+        index = ops.where(is_max, ops.arange(num_classes, dtype="int32"), num_classes)
+        return ops.min(index, axis=-1)
+
+    def compute_output_spec(self, probabilities):
+        return keras.KerasTensor(probabilities.shape[:-1], dtype="int32")
+
+
+def serving_model(model, image_size=None):
+    """uint8 images -> {"labels": int32 N x H x W, "probabilities": float32 N x H x W x C}.
+
+    `image_size` fixes (H, W) and a batch of one (TFLite wants every dimension
+    known); None keeps batch and size dynamic (SavedModel, ONNX).
+    """
+    height, width = image_size or (None, None)
+    images = keras.Input((height, width, 3), batch_size=1 if image_size else None,
+                         dtype="uint8", name="images")
+    logits = model(Preprocess(name="preprocess")(images))
+    probabilities = keras.layers.Softmax(name="probabilities")(logits)
+    labels = ArgMax(name="labels")(probabilities)
+    return keras.Model(images, {"labels": labels, "probabilities": probabilities},
+                       name="serving_segmenter")
+
+
+def export(model, path, fmt, image_size=None):
+    """Writes `model` in format `fmt` ("saved_model", "tflite" or "onnx") at `path`, atomically."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format: {fmt!r} is not one of {sorted(FORMATS)}")
+    if fmt == "tflite" and image_size is None:
+        raise UserError("--input-size: TFLite needs a fixed input size, e.g. --input-size 513 513")
+    if image_size is not None and min(image_size) < 1:
+        raise UserError(f"--input-size: sizes must be positive, got {image_size}")
+    path = os.fspath(path)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".tmp-" + os.path.basename(path))
+    _remove(tmp)
+    try:
+        serving = serving_model(model, image_size)
+        signature = [keras.InputSpec(shape=serving.inputs[0].shape, dtype="uint8", name="images")]
+        serving.export(tmp, format=FORMATS[fmt], input_signature=signature, verbose=False)
+        _remove(path)
+        os.replace(tmp, path)
+    finally:
+        _remove(tmp)
+    return path
+
+
+def _remove(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
