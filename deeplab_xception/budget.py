@@ -1,0 +1,226 @@
+"""Multiply-adds (and optionally measured time) of a model, per eval output stride.
+
+The count walks the built Keras model: one rule per layer type, applied to the
+layer's weights and its symbolic output shape (batch 1), so any change to the
+model changes its budget. Conv2D, DepthwiseConv2D, SeparableConv2D and Dense
+cost (output positions) x (kernel elements); everything else (batch norm,
+ReLU, pooling, resize, padding, concat, add, biases) counts zero.
+
+Two conventions are reported:
+- `multiply_adds_exact`: positions are the layer's true output sizes.
+- `multiply_adds`, the DeepLabv3+ paper's (TF profiler float ops / 2): TF runs
+  a conv with dilation rate r > 1 through space-to-batch. With SAME padding an
+  input of size n is padded by (k - 1) * r and then up to a multiple of r, split
+  into r x r grids of ceil(n / r) + k - 1 positions each, and every grid gives
+  ceil(n / r) outputs; VALID gives the same count in terms of its output size.
+  So each spatial output size o of a dilated conv counts as ceil(o / r) * r.
+  For a SeparableConv2D only the depthwise part is dilated; its pointwise part
+  runs on the true size. Undilated layers are the same in both conventions.
+
+Multi-scale and flip evaluation run the same graph on each scaled image
+(scale_dimension(H, s) x scale_dimension(W, s)), so the counts are summed over
+scales and doubled by flip; so is the measured time.
+"""
+
+import dataclasses
+import math
+import os
+import time
+
+import keras
+import numpy as np
+from keras import layers
+
+from deeplab_xception.backbones import VARIANTS, reachable_output_strides
+from deeplab_xception.errors import UserError
+from deeplab_xception.io import atomic_path
+from deeplab_xception.layers import scale_dimension
+from deeplab_xception.models import TASKS, build_model
+
+COUNTED_LAYERS = (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D, layers.Dense)
+FLOWS = ("entry_flow", "middle_flow", "exit_flow")
+BLOCKS = FLOWS + ("aspp", "decoder", "logits")
+# Head layer name prefixes and the block they belong to.
+_HEAD_BLOCKS = (("image_pooling", "aspp"), ("aspp", "aspp"), ("concat_projection", "aspp"),
+                ("decoder", "decoder"), ("logits", "logits"), ("predictions", "logits"))
+
+
+def _positions(shape, rates, padded):
+    """Output positions of a conv, each spatial size rounded up to its rate when `padded`."""
+    sizes = shape[1:-1]
+    if padded:
+        sizes = [math.ceil(size / rate) * rate for size, rate in zip(sizes, rates)]
+    return math.prod(sizes)
+
+
+def layer_multiply_adds(layer, output_shape, padded=True):
+    """Multiply-adds of one layer call producing `output_shape` (0 for uncounted types)."""
+    if isinstance(layer, layers.SeparableConv2D):
+        return (_positions(output_shape, layer.dilation_rate, padded) * math.prod(layer.depthwise_kernel.shape)
+                + _positions(output_shape, (1, 1), padded) * math.prod(layer.pointwise_kernel.shape))
+    if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)):
+        return _positions(output_shape, layer.dilation_rate, padded) * math.prod(layer.kernel.shape)
+    if isinstance(layer, layers.Dense):
+        return math.prod(output_shape[1:-1]) * math.prod(layer.kernel.shape)
+    return 0
+
+
+def _classic_flows(variant):
+    """keras.applications names units block2, block3, ...; the stem is block1."""
+    flows, number = {"block1": "entry_flow"}, 1
+    for block in VARIANTS[variant].blocks:
+        for _ in range(block.num_units):
+            number += 1
+            flows[f"block{number}"] = block.scope.split("/")[0]
+    return flows
+
+
+def block_of(layer_name, classic_flows=None):
+    """The breakdown block of a layer, from its name."""
+    scope = layer_name.split(".")[0]
+    if scope in FLOWS:
+        return scope
+    if classic_flows and scope.split("_")[0] in classic_flows:
+        return classic_flows[scope.split("_")[0]]
+    for prefix, block in _HEAD_BLOCKS:
+        if scope.startswith(prefix):
+            return block
+    return scope
+
+
+def count_multiply_adds(model, image_size, classic_flows=None):
+    """{block: (multiply_adds, multiply_adds_exact)} of one batch-1 pass at `image_size`.
+
+    Output shapes come from `compute_output_spec` on the functional graph, so
+    nothing runs and a model built for any input size can be counted at any size.
+    """
+    counted = [layer for layer in model.layers if isinstance(layer, COUNTED_LAYERS)]
+    probe = keras.Model(model.input, [layer.output for layer in counted])
+    specs = probe.compute_output_spec(keras.KerasTensor((1, *image_size, 3)))
+    blocks = {}
+    for layer, spec in zip(counted, specs):
+        block = block_of(layer.name, classic_flows)
+        padded, exact = blocks.get(block, (0, 0))
+        blocks[block] = (padded + layer_multiply_adds(layer, spec.shape, padded=True),
+                         exact + layer_multiply_adds(layer, spec.shape, padded=False))
+    return blocks
+
+
+def measure_seconds(model, image_size, repeats):
+    """Median wall time of one compiled batch-1 prediction, after a warm-up call."""
+    images = np.random.default_rng(0).uniform(-1, 1, (1, *image_size, 3)).astype("float32")
+    model.predict_on_batch(images)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.predict_on_batch(images)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+@dataclasses.dataclass
+class BudgetRow:
+    task: str
+    backbone: str
+    eval_output_stride: int
+    decoder: bool | None     # None when the task has no DeepLab head
+    separable: bool | None
+    scales: tuple
+    flip: bool
+    input_size: tuple
+    num_classes: int | None
+    multiply_adds: int       # paper convention, summed over scales and flips
+    multiply_adds_exact: int
+    parameters: int
+    breakdown: dict          # block: {"multiply_adds": ..., "multiply_adds_exact": ...}
+    seconds: float | None = None  # measured time per image (all scales and flips)
+    images_per_second: float | None = None
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _check(task, backbone, input_size, num_classes, output_strides, scales, repeats):
+    if task not in TASKS:
+        raise UserError(f"--task: {task!r} is not one of {', '.join(TASKS)}")
+    if backbone not in VARIANTS:
+        raise UserError(f"--backbone: unknown backbone {backbone!r}; choose one of {', '.join(sorted(VARIANTS))}")
+    if len(input_size) != 2 or any(int(d) != d or d < 1 for d in input_size):
+        raise UserError(f"--input-size: need two positive integers H W, got {tuple(input_size)}")
+    if num_classes is not None and num_classes < 1:
+        raise UserError(f"--num-classes: must be positive, got {num_classes}")
+    reachable = reachable_output_strides(backbone)
+    for stride in output_strides or ():
+        if stride not in reachable:
+            raise UserError(f"--output-stride: {backbone} cannot run at output stride {stride}; "
+                            f"choose from {' '.join(map(str, reachable))}")
+    if not scales or any(s <= 0 for s in scales):
+        raise UserError(f"--scales: need positive scales, got {' '.join(f'{s:g}' for s in scales)}")
+    if repeats is not None and repeats < 1:
+        raise UserError(f"--measure: need at least 1 timed run, got {repeats}")
+
+
+def default_output_strides(backbone):
+    """8, 16 and 32, or those of them the backbone reaches."""
+    return tuple(s for s in (8, 16, 32) if s in reachable_output_strides(backbone))
+
+
+def budget(task="deeplab", backbone="xception_65", input_size=(513, 513), num_classes=None,
+           output_strides=None, decoder=True, separable=True, scales=(1.0,), flip=False, repeats=None):
+    """One BudgetRow per eval output stride; with `repeats`, also the time measured on this machine."""
+    scales = tuple(float(s) for s in scales)
+    _check(task, backbone, input_size, num_classes, output_strides, scales, repeats)
+    output_strides = tuple(output_strides or default_output_strides(backbone))
+    head = dict(decoder=decoder, separable=separable) if task == "deeplab" else {}
+    classic_flows = _classic_flows(backbone) if VARIANTS[backbone].module == "classic" else None
+    sizes = [(scale_dimension(input_size[0], s), scale_dimension(input_size[1], s)) for s in scales]
+    passes = 2 if flip else 1
+    rows = []
+    for stride in output_strides:
+        try:
+            model = build_model(task, backbone, output_stride=stride, num_classes=num_classes, **head)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        totals = {}
+        for size in sizes:
+            for block, counts in count_multiply_adds(model, size, classic_flows).items():
+                previous = totals.get(block, (0, 0))
+                totals[block] = tuple(p + passes * c for p, c in zip(previous, counts))
+        order = sorted(totals, key=lambda b: BLOCKS.index(b) if b in BLOCKS else len(BLOCKS))
+        row = BudgetRow(
+            task=task, backbone=backbone, eval_output_stride=stride,
+            decoder=head.get("decoder"), separable=head.get("separable"), scales=scales, flip=flip,
+            input_size=tuple(input_size), num_classes=getattr(model, "num_classes", None),
+            multiply_adds=sum(p for p, _ in totals.values()),
+            multiply_adds_exact=sum(e for _, e in totals.values()),
+            parameters=model.count_params(),
+            breakdown={b: {"multiply_adds": totals[b][0], "multiply_adds_exact": totals[b][1]}
+                       for b in order})
+        if repeats is not None:
+            row.seconds = passes * sum(measure_seconds(model, size, repeats) for size in sizes)
+            row.images_per_second = 1.0 / row.seconds
+        rows.append(row)
+    return rows
+
+
+def plot_budget(rows, path):
+    """Bar chart of multiply-adds (and measured time, when present) per eval output stride."""
+    from matplotlib.figure import Figure
+
+    figure = Figure()
+    extension = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
+    if extension not in figure.canvas.get_supported_filetypes():
+        raise UserError(f"{path}: cannot write a plot with extension {extension!r}")
+    measured = all(row.seconds is not None for row in rows)
+    axes = figure.subplots(1, 2 if measured else 1, squeeze=False)[0]
+    labels = [f"OS {row.eval_output_stride}" for row in rows]
+    axes[0].bar(labels, [row.multiply_adds / 1e9 for row in rows])
+    axes[0].set_ylabel("multiply-adds (billions)")
+    if measured:
+        axes[1].bar(labels, [row.seconds for row in rows], color="tab:orange")
+        axes[1].set_ylabel("seconds per image")
+    first = rows[0]
+    figure.suptitle(f"{first.backbone} {first.task}, {first.input_size[0]}x{first.input_size[1]}")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format=extension)
