@@ -217,3 +217,12 @@ def test_every_variant_builds_and_runs(variant):
     backbone = XceptionBackbone(variant, output_stride=32)
     features = backbone(np.zeros((1, 75, 75, 3), "float32"))
     assert features.shape[-1] == VARIANTS[variant].blocks[-1].depths[-1]
+
+
+def test_segmenter_traces_once_for_images_of_many_sizes(tiny_model_file):
+    model, _ = tiny_model_file
+    segmenter = Segmenter(model, scales=(0.75, 1.0), flip=True)
+    for height, width in [(33, 41), (57, 35), (64, 64)]:
+        images = np.zeros((1, height, width, 3), "uint8")
+        assert segmenter.probabilities(images).shape == (1, height, width, 4)
+    assert segmenter.logits_model.experimental_get_tracing_count() == 1
