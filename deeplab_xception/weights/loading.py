@@ -1,0 +1,109 @@
+"""`load_model`: a ready Keras model from any weights the package knows."""
+
+import os
+
+import keras
+
+from deeplab_xception.backbones import XceptionBackbone
+from deeplab_xception.classifier import XceptionClassifier
+from deeplab_xception.deeplab import DeepLabV3Plus
+from deeplab_xception.errors import UserError
+from deeplab_xception.models import build_model, with_output_stride
+from deeplab_xception.weights.checkpoint import OfficialCheckpoint
+from deeplab_xception.weights.sources import local_path
+
+MODEL_CLASSES = {"deeplab": DeepLabV3Plus, "classifier": XceptionClassifier, "backbone": XceptionBackbone}
+
+
+def _first_line(error):
+    return (str(error).strip().splitlines() or [error.__class__.__name__])[0]
+
+
+def _check_classes(source, held, asked):
+    if held is not None and asked is not None and held != asked:
+        raise UserError(f"{source}: checkpoint has {held} classes, --num-classes asked for {asked}")
+
+
+def _build(source, task, **options):
+    try:
+        return build_model(task, **options)
+    except ValueError as e:
+        raise UserError(f"{source}: {_first_line(e)}") from None
+
+
+def _from_model_file(path, task, num_classes, output_stride, options):
+    if options:
+        raise UserError(f"{path}: a .keras file fixes the architecture; only num_classes and "
+                        f"output_stride apply (got {', '.join(sorted(options))})")
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such file")
+    try:
+        model = keras.models.load_model(path)
+    except (ValueError, OSError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: not a readable .keras model ({_first_line(e)})") from None
+    if task and not isinstance(model, MODEL_CLASSES[task]):
+        raise UserError(f"{path}: holds a {model.__class__.__name__}, not a {task} model")
+    _check_classes(path, getattr(model, "num_classes", None), num_classes)
+    if output_stride is not None and output_stride != getattr(model, "output_stride", None):
+        if not isinstance(model, DeepLabV3Plus):
+            raise UserError(f"{path}: output_stride applies to DeepLabV3Plus models only")
+        model = with_output_stride(model, output_stride)
+    return model
+
+
+def _from_keras_h5(path, task, num_classes, output_stride, options):
+    """Chollet's Xception in keras.applications layout (.h5 or .weights.h5)."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such file")
+    task = task or "classifier"
+    if output_stride is not None:
+        options["output_stride"] = output_stride
+    if task == "classifier":
+        options["num_classes"] = num_classes
+    model = _build(path, task, backbone="xception", **options)
+    try:
+        model.load_weights(path)
+    except (ValueError, OSError, KeyError) as e:
+        raise UserError(f"{path}: not Keras Xception {task} weights ({_first_line(e)})") from None
+    return model
+
+
+def _from_checkpoint(path, task, num_classes, output_stride, options):
+    checkpoint = OfficialCheckpoint(path)
+    task = task or checkpoint.task
+    _check_classes(checkpoint.path, checkpoint.num_classes(task), num_classes)
+    options = {**checkpoint.build_options(task), **options}
+    if task != "backbone":
+        options["num_classes"] = num_classes or checkpoint.num_classes(task)
+    model = _build(checkpoint.path, task, output_stride=output_stride, **options)
+    checkpoint.load_into(model)
+    return model
+
+
+def load_model(weights, task=None, num_classes=None, output_stride=None, cache_dir=None, **options):
+    """A Keras model with the weights of `weights`, which may be:
+
+    - the package's model file (`.keras`);
+    - an official TF1 checkpoint: prefix (`model.ckpt`), one of its files, a
+      directory holding one, the published `.tar.gz`, an http(s) URL of one, or
+      a name in `deeplab_xception.weights.ZOO`. The architecture is read off the
+      variables; `task` ("deeplab", "classifier", "backbone") defaults to what
+      the checkpoint holds, and a DeepLab task on an ImageNet checkpoint loads
+      the backbone and leaves the head initialized, which is how fine-tuning starts;
+    - Keras Xception weights (`.h5`, `.weights.h5`): the classic classifier.
+
+    `output_stride` sets the backbone's output stride (the weights do not
+    change), `num_classes` must agree with the weights when they have logits,
+    and other `build_model` arguments (multi_grid, atrous_rates,
+    upsample_logits, dropout, input_shape, activation, ...) pass through.
+    """
+    if task is not None and task not in MODEL_CLASSES:
+        raise UserError(f"task: {task!r} is not one of {', '.join(MODEL_CLASSES)}")
+    path = local_path(weights, cache_dir)
+    if path.endswith(".keras"):
+        load = _from_model_file
+    elif path.endswith(".h5"):
+        load = _from_keras_h5
+    else:
+        load = _from_checkpoint
+    return load(path, task, num_classes, output_stride, dict(options))
