@@ -203,14 +203,22 @@ def budget(task="deeplab", backbone="xception_65", input_size=(513, 513), num_cl
     return rows
 
 
+def plot_format(path):
+    """The image format matplotlib writes for `path`'s extension (checked before any counting)."""
+    from matplotlib.figure import Figure
+
+    extension = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
+    if extension not in Figure().canvas.get_supported_filetypes():
+        raise UserError(f"{path}: cannot write a plot with extension {extension!r}")
+    return extension
+
+
 def plot_budget(rows, path):
     """Bar chart of multiply-adds (and measured time, when present) per eval output stride."""
     from matplotlib.figure import Figure
 
+    extension = plot_format(path)
     figure = Figure()
-    extension = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
-    if extension not in figure.canvas.get_supported_filetypes():
-        raise UserError(f"{path}: cannot write a plot with extension {extension!r}")
     measured = all(row.seconds is not None for row in rows)
     axes = figure.subplots(1, 2 if measured else 1, squeeze=False)[0]
     labels = [f"OS {row.eval_output_stride}" for row in rows]
