@@ -51,3 +51,12 @@ def train_augment(image, label, crop_size, min_scale=0.5, max_scale=2.0, scale_s
         stacked = tf.image.random_flip_left_right(stacked)
     image, label = stacked[..., :3], tf.cast(stacked[..., 3], tf.int32)
     return preprocess(image), label
+
+
+def eval_pad(image, label, crop_size):
+    """Pads (mean pixel, ignore label) to `crop_size` and keeps its top-left window."""
+    crop_height, crop_width = crop_size
+    image, label = _pad_to(tf.cast(image, tf.float32), label, crop_height, crop_width)
+    image = tf.ensure_shape(image[:crop_height, :crop_width], (crop_height, crop_width, 3))
+    label = tf.ensure_shape(label[:crop_height, :crop_width, 0], (crop_height, crop_width))
+    return preprocess(image), tf.cast(label, tf.int32)

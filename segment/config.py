@@ -1,0 +1,55 @@
+"""The fine-tuning config: model, data, starting weights, evaluation, and the trainer's settings."""
+
+import dataclasses
+from typing import Optional
+
+from deeplab_xception.training import ScheduleConfig, TrainerConfig
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    backbone: str = "xception_65"
+    output_stride: int = 16
+    atrous_rates: Optional[tuple[int, ...]] = None  # None: (6, 12, 18) scaled to the output stride
+    multi_grid: Optional[tuple[int, ...]] = None
+    decoder: bool = True
+    separable: bool = True
+    depthwise_layout: str = "checkpoint"
+    dropout: float = 0.1
+    fine_tune_batch_norm: bool = True   # False freezes BN (statistics and scale), for small batches
+    batch_norm_momentum: Optional[float] = None  # None: the checkpoints' 0.9997; short runs want ~0.9
+
+
+@dataclasses.dataclass
+class DataConfig:
+    format: str = "voc"                 # a key of segment.datasets.FORMATS
+    root: str = ""
+    train_split: str = "trainaug"
+    val_split: str = "val"
+    tfrecords: str = ""                 # TFRecord shards of train_split; empty: read it directly
+    categories: tuple[str, ...] = ()    # COCO only: the categories that become classes 1..K
+    crop_size: tuple[int, ...] = (513, 513)
+    eval_crop_size: tuple[int, ...] = (513, 513)  # in-training evaluation pads to this size
+    min_scale: float = 0.5
+    max_scale: float = 2.0
+    scale_step: float = 0.25
+    flip: bool = True
+
+
+@dataclasses.dataclass
+class InitConfig:
+    weights: str = ""          # "": from scratch; a model.keras, official checkpoint or zoo name
+    last_layer: bool = False   # also copy the logits (the checkpoint's classes must match)
+
+
+@dataclasses.dataclass
+class SegmentConfig:
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    init: InitConfig = dataclasses.field(default_factory=InitConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=lambda: TrainerConfig(
+        model_dir="runs/segment", train_steps=30000, batch_size_per_replica=16,
+        learning_rate=ScheduleConfig(name="poly", initial=0.007, power=0.9)))
+
+    def dataset_options(self):
+        return {"categories": self.data.categories} if self.data.format == "coco" else {}

@@ -1,0 +1,70 @@
+"""Semantic segmentation as a task for the shared trainer: data, model, loss, metrics."""
+
+import keras
+import tensorflow as tf
+
+from deeplab_xception.inference import IGNORE_LABEL
+from deeplab_xception.models import build_model
+from segment import augment, input as segment_input, records
+from segment.datasets import load_dataset
+from segment.initial_weights import load_initial_weights
+
+
+class SegmentationTask:
+    """DeepLabv3+ fine-tuning as the paper does it (see `SegmentConfig` for the knobs)."""
+
+    def __init__(self, config):
+        self.config = config
+        data = config.data
+        self.train_set = load_dataset(data.format, data.root, data.train_split,
+                                      **config.dataset_options())
+        self.classes = self.train_set.classes
+
+    def build_model(self):
+        model_config = self.config.model
+        model = build_model(
+            "deeplab", backbone=model_config.backbone, output_stride=model_config.output_stride,
+            num_classes=len(self.classes), multi_grid=model_config.multi_grid,
+            depthwise_layout=model_config.depthwise_layout, atrous_rates=model_config.atrous_rates,
+            separable=model_config.separable, decoder=model_config.decoder,
+            dropout=model_config.dropout)
+        if self.config.init.weights:
+            load_initial_weights(model, self.config.init.weights, self.config.init.last_layer)
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = model_config.fine_tune_batch_norm
+                if model_config.batch_norm_momentum is not None:
+                    layer.momentum = model_config.batch_norm_momentum
+        return model
+
+    def train_dataset(self, input_context, batch_size):
+        data = self.config.data
+        source = data.tfrecords or self.train_set
+        return segment_input.train_dataset(
+            source, batch_size, tuple(data.crop_size), data.min_scale, data.max_scale,
+            data.scale_step, data.flip, input_context)
+
+    def eval_dataset(self, batch_size):
+        """The validation split padded to `eval_crop_size`, in order, for in-training summaries.
+
+        The `evaluate` command measures at each image's own size; this is the quick view.
+        """
+        data = self.config.data
+        val_set = load_dataset(data.format, data.root, data.val_split, **self.config.dataset_options())
+        height, width = data.eval_crop_size
+
+        def load(image_bytes, label_bytes):
+            image, label = records.decode(image_bytes, label_bytes)
+            return augment.eval_pad(image, label, (height, width))
+
+        return (records.memory_pairs(val_set).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+                .batch(batch_size))
+
+    def loss(self, labels, outputs):
+        """Softmax cross-entropy on logits at the label size, averaged over non-ignored pixels."""
+        return keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, ignore_class=IGNORE_LABEL)(labels, outputs)
+
+    def metrics(self):
+        return [keras.metrics.MeanIoU(len(self.classes), name="mean_iou", ignore_class=IGNORE_LABEL,
+                                      sparse_y_pred=False)]
