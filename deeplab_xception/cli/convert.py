@@ -1,0 +1,44 @@
+"""`deeplab-xception convert`: any weights the package reads, as the package's .keras model file."""
+
+from deeplab_xception.backbones import XceptionBackbone
+from deeplab_xception.errors import UserError
+from deeplab_xception.io import atomic_path
+from deeplab_xception.models import TASKS
+from deeplab_xception.weights import load_model
+
+
+def describe(model):
+    """One line: what the model is, its classes, output stride and size."""
+    backbone = model if isinstance(model, XceptionBackbone) else model.backbone
+    parts = [f"{model.__class__.__name__} on {backbone.variant}"]
+    if getattr(model, "num_classes", None):
+        parts.append(f"{model.num_classes} classes")
+    parts.append(f"output stride {backbone.output_stride}")
+    parts.append(f"{model.count_params():,} parameters")
+    return ", ".join(parts)
+
+
+def run(args):
+    if not args.dst.endswith(".keras"):
+        raise UserError(f"{args.dst}: the output must be a .keras file")
+    model = load_model(args.src, task=args.task, num_classes=args.num_classes,
+                       output_stride=args.output_stride)
+    with atomic_path(args.dst) as tmp:
+        model.save(tmp)
+    print(f"{args.dst}: {describe(model)}")
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "convert", help="weights to a .keras model file",
+        description="Reads an official DeepLab / Xception checkpoint (prefix, directory, .tar.gz, "
+                    "URL or zoo name), a Keras Xception .h5 or a .keras file, and writes DST.keras.")
+    parser.add_argument("src", metavar="SRC")
+    parser.add_argument("dst", metavar="DST")
+    parser.add_argument("--task", choices=TASKS,
+                        help="model to build (default: what SRC holds; deeplab on an ImageNet "
+                             "checkpoint gives a new head for fine-tuning)")
+    parser.add_argument("--num-classes", type=int, help="classes (must agree with SRC's logits)")
+    parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
+                        help="backbone output stride (default 16 for deeplab, 32 otherwise)")
+    parser.set_defaults(run=run)

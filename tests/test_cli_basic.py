@@ -1,0 +1,120 @@
+"""`segment`, `classify` and `convert` through the command line entry point."""
+
+import json
+import os
+
+import cv2
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeplab_xception import build_model
+from deeplab_xception.cli import main
+from deeplab_xception.inference import Segmenter, preprocess
+from deeplab_xception.io import read_image
+from test_weights import official_arrays, write_official_checkpoint
+
+
+def _randomize(model, seed):
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        value = rng.normal(0.0, 0.2, w.shape)
+        w.assign((1.0 + np.abs(value) if "variance" in w.path else value).astype("float32"))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    deeplab = build_model("deeplab", backbone="xception_tiny", num_classes=4)
+    _randomize(deeplab, seed=0)
+    deeplab.save(root / "deeplab.keras")
+    classifier = build_model("classifier", backbone="xception_tiny", num_classes=6)
+    _randomize(classifier, seed=1)
+    classifier.save(root / "classifier.keras")
+    rng = np.random.default_rng(2)
+    images = []
+    for name, size in (("street.jpg", (37, 45)), ("room.png", (50, 33))):
+        path = root / name
+        cv2.imwrite(str(path), rng.integers(0, 256, size + (3,)).astype("uint8"))
+        images.append(str(path))
+    not_image = root / "notes.png"
+    not_image.write_text("not an image")
+    return dict(root=root, deeplab=deeplab, classifier=classifier, images=images, not_image=str(not_image))
+
+
+def test_segment_writes_labels_and_probabilities(files, tmp_path):
+    out = tmp_path / "out"
+    argv = ["segment", *files["images"], "--weights", str(files["root"] / "deeplab.keras"),
+            "--output-dir", str(out), "--scales", "0.75", "1", "--flip", "--save-probabilities"]
+    assert main(argv) == 0
+    segmenter = Segmenter(files["deeplab"], scales=(0.75, 1.0), flip=True)
+    for path, stem in zip(files["images"], ("street", "room")):
+        image = read_image(path)
+        labels = cv2.imread(str(out / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+        probabilities = np.load(out / f"{stem}.npy")
+        assert labels.dtype == np.uint8 and labels.shape == image.shape[:2]
+        assert probabilities.dtype == np.float32 and probabilities.shape == image.shape[:2] + (4,)
+        np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(probabilities, segmenter.probabilities(image[None])[0], atol=1e-5)
+        np.testing.assert_array_equal(labels, probabilities.argmax(axis=-1))
+
+
+def test_classify_prints_top_k_probabilities(files, capsys):
+    argv = ["classify", *files["images"], "--weights", str(files["root"] / "classifier.keras"),
+            "--top-k", "6", "--format", "json"]
+    assert main(argv) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in results] == files["images"]
+    for result in results:
+        image = cv2.resize(read_image(result["image"]), (299, 299), interpolation=cv2.INTER_LINEAR)
+        expected = keras.ops.convert_to_numpy(files["classifier"](preprocess(image[None])))[0]
+        probabilities = [e["probability"] for e in result["top_k"]]
+        assert probabilities == sorted(probabilities, reverse=True)
+        assert sum(probabilities) == pytest.approx(1.0, abs=1e-5)
+        for entry in result["top_k"]:
+            assert entry["probability"] == pytest.approx(expected[entry["class"]], abs=1e-5)
+    assert main(["classify", files["images"][0], "--weights", str(files["root"] / "classifier.keras"),
+                 "--top-k", "2"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3
+
+
+def test_convert_writes_a_model_file_equal_to_the_checkpoint(files, tmp_path, capsys):
+    model = files["deeplab"]
+    prefix = write_official_checkpoint(tmp_path / "ckpt" / "model.ckpt", official_arrays(model))
+    dst = tmp_path / "converted.keras"
+    assert main(["convert", prefix, str(dst)]) == 0
+    assert f"4 classes, output stride 16, {model.count_params():,} parameters" in capsys.readouterr().out
+    images = np.random.default_rng(3).uniform(-1, 1, (1, 33, 41, 3)).astype("float32")
+    np.testing.assert_allclose(keras.models.load_model(dst)(images), model(images), atol=1e-5)
+    os.remove(dst)
+    assert main(["convert", prefix, str(dst), "--num-classes", "21"]) == 2
+    assert "checkpoint has 4 classes, --num-classes asked for 21" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["ckpt"]  # nothing half-written
+
+
+def _error_line(capsys):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    return err
+
+
+def test_bad_inputs_are_one_line_errors(files, tmp_path, capsys):
+    weights = str(files["root"] / "deeplab.keras")
+    out = str(tmp_path / "out")
+    missing = str(tmp_path / "missing.jpg")
+    assert main(["segment", missing, "--weights", weights, "--output-dir", out]) == 2
+    assert _error_line(capsys) == f"deeplab-xception segment: error: {missing}: no such file"
+    assert main(["segment", files["not_image"], "--weights", weights, "--output-dir", out]) == 2
+    assert _error_line(capsys).endswith(f"{files['not_image']}: not a readable image")
+    assert main(["classify", files["not_image"], "--weights", weights]) == 2
+    assert "not a readable image" in _error_line(capsys)
+    assert main(["classify", files["images"][0], "--weights", weights]) == 2
+    assert "holds a DeepLabV3Plus, not an image classifier" in _error_line(capsys)
+    assert main(["segment", files["images"][0], "--weights", str(tmp_path / "none.keras"),
+                 "--output-dir", out]) == 2
+    assert "none.keras: no such file" in _error_line(capsys)
+    foreign = tf.train.Checkpoint(step=tf.Variable(1)).write(str(tmp_path / "tf2" / "ckpt"))
+    assert main(["segment", files["images"][0], "--weights", foreign, "--output-dir", out]) == 2
+    assert "not a DeepLab checkpoint" in _error_line(capsys)
+    assert not os.path.exists(out)
