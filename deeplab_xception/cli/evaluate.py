@@ -1,0 +1,49 @@
+"""`deeplab-xception evaluate`: mIoU and per-class IoU of a model on a dataset split."""
+
+import argparse
+
+
+def _scales(text):
+    try:
+        scales = tuple(float(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not scales or min(scales) <= 0:
+        raise argparse.ArgumentTypeError(f"scales must be positive, got {text!r}")
+    return scales
+
+
+def register(subparsers):
+    from segment.datasets import FORMATS
+
+    parser = subparsers.add_parser(
+        "evaluate", help="mIoU, per-class IoU and confusion matrix on a segmentation dataset")
+    parser.add_argument("--weights", required=True,
+                        help="a DeepLab model.keras, an official DeepLab checkpoint or a zoo name")
+    parser.add_argument("--data", required=True, help="the dataset's root folder")
+    parser.add_argument("--format", default="generic", choices=sorted(FORMATS))
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--categories", default="",
+                        help="COCO only: comma-separated category names (classes 1..K)")
+    parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
+                        help="evaluation output stride (default: the model's)")
+    parser.add_argument("--scales", type=_scales, default=(1.0,),
+                        help="comma-separated scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
+    parser.add_argument("--flip", action="store_true", help="also average left-right flips")
+    parser.add_argument("--output-dir", required=True,
+                        help="where report.json, per_class_iou.txt and confusion_matrix.png go")
+    parser.set_defaults(run=run)
+
+
+def run(args):
+    from deeplab_xception.weights import load_model
+    from segment.datasets import load_dataset
+    from segment.evaluate import evaluate, format_table
+
+    options = {"categories": tuple(c for c in args.categories.split(",") if c)} \
+        if args.format == "coco" else {}
+    dataset = load_dataset(args.format, args.data, args.split, **options)
+    model = load_model(args.weights, task="deeplab")
+    report, _ = evaluate(model, dataset, scales=args.scales, flip=args.flip,
+                         output_stride=args.output_stride, output_dir=args.output_dir)
+    print(format_table(report), end="")
