@@ -3,9 +3,9 @@
 The trainer owns the loop, the strategy, the optimizer, weight decay,
 checkpoints and summaries; a task owns only its data, model, loss and metrics.
 
-Batches: every dataset a task returns is batched to the *per-replica* batch
-size (`input_context.get_per_replica_batch_size(global_batch)`) and yields
-`(features, labels)`; `features` is what the model is called on.
+Batches: every dataset a task returns is batched to the `batch_size` it is
+given, which is per replica (`TrainerConfig.batch_size_per_replica`), and
+yields `(features, labels)`; `features` is what the model is called on.
 
 Sharding: a task shards its files with
 `files.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)`.
@@ -37,13 +37,12 @@ class Task(Protocol):
         (resume, then `init_checkpoint`, then this random initialization).
         """
 
-    def train_dataset(self, input_context: tf.distribute.InputContext) -> tf.data.Dataset:
-        """An infinite (repeated), shuffled, per-replica batched dataset of (features, labels).
+    def train_dataset(self, input_context: tf.distribute.InputContext,
+                      batch_size: int) -> tf.data.Dataset:
+        """An infinite (repeated), shuffled dataset of (features, labels) batches.
 
-        Batch size: `input_context.get_per_replica_batch_size(global_batch)`
-        where `global_batch` is `TrainerConfig.batch_size_per_replica *
-        input_context.num_replicas_in_sync`, i.e. `batch_size_per_replica`.
-        Batches must have a static batch size (`drop_remainder=True`).
+        `batch_size` is per replica; batch with `drop_remainder=True` so shapes
+        are static. Shard files by `input_context` (see the module docstring).
         """
 
     def loss(self, labels: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
@@ -61,8 +60,8 @@ class Task(Protocol):
 class OptionalTaskMethods(Protocol):
     """Methods a task may add; the trainer and the evaluator use them when present."""
 
-    def eval_dataset(self) -> tf.data.Dataset:
-        """A finite batched dataset of (features, labels) for the evaluator (one pass)."""
+    def eval_dataset(self, batch_size: int) -> tf.data.Dataset:
+        """A finite dataset of (features, labels) batches for the evaluator: one pass, in order."""
 
     def metrics(self) -> list:
         """Fresh Keras 3 metrics, each updated as `metric.update_state(labels, outputs)`.

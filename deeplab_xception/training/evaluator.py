@@ -1,0 +1,56 @@
+"""The sidecar evaluator: the task's metrics on its eval data for every new checkpoint."""
+
+import json
+import os
+
+import tensorflow as tf
+
+from deeplab_xception.io import atomic_path
+from deeplab_xception.training.config import TrainerConfig
+
+RESULTS = "eval_results.json"
+
+
+def evaluate_checkpoint(task, model, batch_size):
+    """{metric name: value} of `model` over one pass of the task's eval data."""
+    metrics = task.metrics()
+    for features, labels in task.eval_dataset(batch_size):
+        outputs = model(features, training=False)
+        for metric in metrics:
+            metric.update_state(labels, outputs)
+    return {metric.name: float(metric.result()) for metric in metrics}
+
+
+def evaluate(task, config: TrainerConfig, timeout=None):
+    """Waits for checkpoints in model_dir and evaluates each, until the last step's.
+
+    Writes the metrics as summaries under `<model_dir>/eval` and, per step, to
+    `<model_dir>/eval_results.json`; returns that dict keyed by step.
+    `timeout` (seconds without a new checkpoint) ends the wait early.
+    """
+    total_steps = config.total_steps()
+    model = task.build_model()
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    checkpoint = tf.train.Checkpoint(model=model, step=step)
+    writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "eval"))
+    results_path = os.path.join(config.model_dir, RESULTS)
+    results = {}
+    if os.path.isfile(results_path):
+        with open(results_path) as f:
+            results = json.load(f)
+    for path in tf.train.checkpoints_iterator(config.model_dir, timeout=timeout):
+        checkpoint.restore(path).expect_partial()
+        current = int(step.numpy())
+        values = evaluate_checkpoint(task, model, config.batch_size_per_replica)
+        with writer.as_default(step=current):
+            for name, value in values.items():
+                tf.summary.scalar(name, value)
+        writer.flush()
+        results[str(current)] = values
+        with atomic_path(results_path) as tmp:
+            with open(tmp, "w") as f:
+                json.dump(results, f, indent=1)
+        print(f"step {current}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()), flush=True)
+        if current >= total_steps:
+            break
+    return results

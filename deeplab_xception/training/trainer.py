@@ -1,0 +1,147 @@
+"""The one training loop: single process, synchronous replicas, or asynchronous parameter servers.
+
+Sections: input, model, optimizer, step, checkpoint, loop. The same step
+function runs under every strategy; only its dispatch differs (a direct call,
+or `ClusterCoordinator.schedule` on whichever worker is free).
+"""
+
+import math
+import os
+import shutil
+import tempfile
+import time
+
+import keras
+import tensorflow as tf
+
+from deeplab_xception.io import atomic_path
+from deeplab_xception.training import cluster, evaluator
+from deeplab_xception.training.optimization import (
+    decayed_kernels, learning_rate, make_optimizer, weight_decay)
+from deeplab_xception.training.strategy import make_strategy
+from deeplab_xception.training.warm_start import load_matching_weights
+
+FINAL_MODEL = "model.keras"
+
+
+def train(task, config):
+    """Runs this process's part of the job that TF_CONFIG describes.
+
+    Chief (or a lone process): trains to `total_steps`, writing checkpoints,
+    summaries under `<model_dir>/train` and, at the end, `<model_dir>/model.keras`;
+    returns the final step. Under the parameter-server strategy, "worker" and
+    "ps" processes serve until killed. "evaluator" evaluates each checkpoint.
+    Multi-worker mirrored workers train in lockstep with the chief.
+    """
+    config.validate()
+    task_type, _ = cluster.role()
+    if task_type == "evaluator":
+        return evaluator.evaluate(task, config)
+    if task_type in ("worker", "ps") and config.strategy == "parameter_server":
+        cluster.serve_forever()
+    strategy = make_strategy(config)
+    asynchronous = isinstance(strategy, tf.distribute.ParameterServerStrategy)
+    replicas = strategy.num_replicas_in_sync
+    total_steps = config.total_steps(replicas)
+    steps_per_epoch = (config.steps_per_epoch(replicas) if config.examples_per_epoch
+                       else float(total_steps))
+    chief = cluster.is_chief()
+    write_dir = config.model_dir if chief else tempfile.mkdtemp(prefix="worker-")
+
+    # -- input ----------------------------------------------------------------
+    def dataset_fn(input_context):
+        return task.train_dataset(input_context, config.batch_size_per_replica)
+
+    if asynchronous:
+        coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
+        iterator = iter(coordinator.create_per_worker_dataset(
+            lambda: strategy.distribute_datasets_from_function(dataset_fn)))
+    else:
+        iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+
+    # -- model and optimizer --------------------------------------------------
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = task.build_model()
+        # The step lives with the variables (on the PS); assign_add is atomic
+        # there, so the schedule and the stop condition see every update once.
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
+                           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        optimizer = make_optimizer(config, lambda: learning_rate(
+            config.learning_rate, step, steps_per_epoch, total_steps))
+        optimizer.build(model.trainable_variables)
+    if replicas > 1 and not asynchronous and config.synchronized_batch_norm:
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = True
+    kernels = decayed_kernels(model)
+
+    # -- step -----------------------------------------------------------------
+    def step_fn(features, labels):
+        with tf.GradientTape() as tape:
+            outputs = model(features, training=True)
+            loss = task.loss(labels, outputs)
+            scaled = (loss + weight_decay(kernels, config.weight_decay)) / replicas
+        gradients = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        step.assign_add(1)
+        return loss
+
+    @tf.function
+    def train_step(iterator):
+        losses = strategy.run(step_fn, args=next(iterator))
+        return strategy.reduce(tf.distribute.ReduceOp.MEAN, losses, axis=None)
+
+    # -- checkpoint -----------------------------------------------------------
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+    manager = tf.train.CheckpointManager(checkpoint, write_dir,
+                                         max_to_keep=config.keep_checkpoints)
+    # Where the starting weights come from, first match wins:
+    # 1. the latest checkpoint in model_dir: a restarted job resumes at its exact step;
+    # 2. config.init_checkpoint: a warm start, layer by layer by name;
+    # 3. the task's own initialization.
+    latest = tf.train.latest_checkpoint(config.model_dir)
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+    elif config.init_checkpoint:
+        load_matching_weights(model, config.init_checkpoint)
+
+    # -- loop -----------------------------------------------------------------
+    writer = tf.summary.create_file_writer(os.path.join(write_dir, "train"))
+    start = int(step.numpy())
+    progress = keras.utils.Progbar(total_steps, stateful_metrics=["loss", "lr", "img/s"],
+                                   verbose=1 if chief else 0)
+    progress.update(start)
+    global_batch = config.batch_size_per_replica * replicas
+    mark_step, mark_time = start, time.time()
+
+    def report(loss):
+        nonlocal mark_step, mark_time
+        now_step = int(step.numpy())
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss} at step {now_step}")
+        rate = (now_step - mark_step) * global_batch / max(time.time() - mark_time, 1e-9)
+        lr = float(learning_rate(config.learning_rate, now_step, steps_per_epoch, total_steps))
+        with writer.as_default(step=now_step):
+            tf.summary.scalar("loss", loss)
+            tf.summary.scalar("learning_rate", lr)
+            tf.summary.scalar("images_per_second", rate)
+        progress.update(now_step, [("loss", loss), ("lr", lr), ("img/s", rate)])
+        mark_step, mark_time = now_step, time.time()
+
+    for i in range(start + 1, total_steps + 1):
+        loss = (coordinator.schedule(train_step, args=(iterator,)) if asynchronous
+                else train_step(iterator))
+        if i % config.summary_every == 0 or i == total_steps:
+            report(float(loss.fetch() if asynchronous else loss))
+        if i % config.checkpoint_every == 0 and i < total_steps:
+            manager.save(checkpoint_number=int(step.numpy()))
+    if asynchronous:
+        coordinator.join()
+    manager.save(checkpoint_number=int(step.numpy()))
+    if chief:
+        with atomic_path(os.path.join(config.model_dir, FINAL_MODEL)) as tmp:
+            model.save(tmp)
+    else:
+        shutil.rmtree(write_dir, ignore_errors=True)
+    return int(step.numpy())
