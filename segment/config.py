@@ -50,6 +50,3 @@ class SegmentConfig:
     trainer: TrainerConfig = dataclasses.field(default_factory=lambda: TrainerConfig(
         model_dir="runs/segment", train_steps=30000, batch_size_per_replica=16,
         learning_rate=ScheduleConfig(name="poly", initial=0.007, power=0.9)))
-
-    def dataset_options(self):
-        return {"categories": self.data.categories} if self.data.format == "coco" else {}

@@ -8,7 +8,6 @@ import math
 import os
 
 import cv2
-import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 

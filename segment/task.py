@@ -17,7 +17,7 @@ class SegmentationTask:
         self.config = config
         data = config.data
         self.train_set = load_dataset(data.format, data.root, data.train_split,
-                                      **config.dataset_options())
+                                      categories=data.categories)
         self.classes = self.train_set.classes
 
     def build_model(self):
@@ -50,7 +50,7 @@ class SegmentationTask:
         The `evaluate` command measures at each image's own size; this is the quick view.
         """
         data = self.config.data
-        val_set = load_dataset(data.format, data.root, data.val_split, **self.config.dataset_options())
+        val_set = load_dataset(data.format, data.root, data.val_split, categories=data.categories)
         height, width = data.eval_crop_size
 
         def load(image_bytes, label_bytes):

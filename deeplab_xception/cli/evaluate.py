@@ -40,9 +40,8 @@ def run(args):
     from segment.datasets import load_dataset
     from segment.evaluate import evaluate, format_table
 
-    options = {"categories": tuple(c for c in args.categories.split(",") if c)} \
-        if args.format == "coco" else {}
-    dataset = load_dataset(args.format, args.data, args.split, **options)
+    dataset = load_dataset(args.format, args.data, args.split,
+                           categories=tuple(c for c in args.categories.split(",") if c))
     model = load_model(args.weights, task="deeplab")
     report, _ = evaluate(model, dataset, scales=args.scales, flip=args.flip,
                          output_stride=args.output_stride, output_dir=args.output_dir)

@@ -11,7 +11,11 @@ FORMATS = {"voc": voc, "cityscapes": cityscapes, "ade20k": ade20k, "coco": coco,
 
 
 def load_dataset(format, root, split, **options):
-    """The `split` of the dataset at `root`, read as `format` (a key of FORMATS)."""
+    """The `split` of the dataset at `root`, read as `format` (a key of FORMATS).
+
+    Empty options are left out, so callers may pass e.g. `categories=()` for any format.
+    """
+    options = {key: value for key, value in options.items() if value}
     if format not in FORMATS:
         raise UserError(f"dataset format {format!r} is not one of {', '.join(FORMATS)}")
     loader = FORMATS[format].load
