@@ -1,7 +1,10 @@
 """Official checkpoint names, reading real TF1 checkpoints, and `load_model` on every source."""
 
+import functools
+import http.server
 import os
 import tarfile
+import threading
 
 import keras
 import numpy as np
@@ -108,6 +111,24 @@ def test_checkpoint_round_trips_through_every_source_form(tiny_checkpoint, tmp_p
         assert (loaded.backbone.variant, loaded.num_classes, loaded.output_stride) == ("xception_tiny", 5, 16)
         np.testing.assert_allclose(loaded(IMAGES), expected, atol=1e-5)
     assert os.listdir(tmp_path / "extracted")  # the archive was unpacked once, into the cache
+
+
+def test_url_is_downloaded_once_into_the_cache(tiny_checkpoint, tmp_path):
+    model, _, archive = tiny_checkpoint
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=archive.parent)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/{archive.name}"
+        loaded = load_model(url, cache_dir=tmp_path)
+        with pytest.raises(UserError, match="absent.tar.gz: download failed"):
+            load_model(url.replace(archive.name, "absent.tar.gz"), cache_dir=tmp_path)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert os.listdir(tmp_path / "downloads") == [archive.name]
+    np.testing.assert_allclose(loaded(IMAGES), model(IMAGES), atol=1e-5)
+    np.testing.assert_allclose(load_model(url, cache_dir=tmp_path)(IMAGES), model(IMAGES), atol=1e-5)
 
 
 def test_output_stride_option_keeps_the_weights(tiny_checkpoint, tmp_path):

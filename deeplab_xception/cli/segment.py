@@ -28,6 +28,8 @@ def load_segmentation_model(weights, output_stride=None):
 
 
 def run(args):
+    if any(s <= 0 for s in args.scales):
+        raise UserError(f"--scales: must be positive, got {' '.join(f'{s:g}' for s in args.scales)}")
     for path in args.images:
         if not os.path.isfile(path):
             raise UserError(f"{path}: no such file")

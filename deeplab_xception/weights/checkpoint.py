@@ -97,7 +97,10 @@ class OfficialCheckpoint:
         backbone) keep their initial values; parts only the checkpoint has are skipped.
         """
         scope = backbone_of(model).variant
-        wanted = official_variables(model)
+        try:
+            wanted = official_variables(model)
+        except ValueError as e:
+            raise UserError(f"{self.path}: {e}") from None
         shared = ({part_of(n, scope) for n in wanted} & {part_of(n, scope) for n in self.shapes})
         if BACKBONE not in shared:
             raise UserError(f"{self.path}: holds no {scope}/ variables (it holds {self.variant}/)")
