@@ -21,29 +21,31 @@ def _yes_no(value):
     return "-" if value is None else ("yes" if value else "no")
 
 
-def _billions(value):
-    return f"{value / 1e9:.2f}"
+def _unit(rows):
+    """Billions as in the paper, millions for models too small to show in billions."""
+    return ("B", 1e9) if max(row.multiply_adds for row in rows) >= 10e9 else ("M", 1e6)
 
 
 def format_table(rows, breakdown=False):
     """Rows as aligned text, one line per eval output stride."""
+    unit, size = _unit(rows)
     header = ["eval OS", "decoder", "separable", "scales", "flip", "input",
-              "multiply-adds (B)", "exact (B)", "parameters (M)"]
+              f"multiply-adds ({unit})", f"exact ({unit})", "parameters (M)"]
     measured = all(row.seconds is not None for row in rows)
     if measured:
         header += ["seconds/image", "images/s"]
     blocks = list(dict.fromkeys(b for row in rows for b in row.breakdown)) if breakdown else []
-    header += [f"{b} (B)" for b in blocks]
+    header += [f"{b} ({unit})" for b in blocks]
     lines = []
     for row in rows:
         cells = [str(row.eval_output_stride), _yes_no(row.decoder), _yes_no(row.separable),
                  ",".join(f"{s:g}" for s in row.scales), _yes_no(row.flip),
                  f"{row.input_size[0]}x{row.input_size[1]}",
-                 _billions(row.multiply_adds), _billions(row.multiply_adds_exact),
+                 f"{row.multiply_adds / size:.2f}", f"{row.multiply_adds_exact / size:.2f}",
                  f"{row.parameters / 1e6:.2f}"]
         if measured:
             cells += [f"{row.seconds:.3f}", f"{row.images_per_second:.2f}"]
-        cells += [_billions(row.breakdown.get(b, {}).get("multiply_adds", 0)) for b in blocks]
+        cells += [f"{row.breakdown.get(b, {}).get('multiply_adds', 0) / size:.2f}" for b in blocks]
         lines.append(cells)
     widths = [max(len(c) for c in column) for column in zip(header, *lines)]
     first = rows[0]
