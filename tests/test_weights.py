@@ -235,6 +235,21 @@ def test_keras_xception_weights_load_as_the_classic_classifier(tmp_path):
         load_model(path, num_classes=3)
 
 
+def test_keras_applications_notop_weights_load_as_the_classic_backbone(tmp_path):
+    from keras.src.legacy.saving import legacy_h5_format
+    import h5py
+
+    reference = keras.applications.Xception(weights=None, include_top=False)
+    _randomize(reference, seed=7)
+    path = tmp_path / "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    with h5py.File(path, "w") as f:  # the layout of the released file
+        legacy_h5_format.save_weights_to_hdf5_group(f, reference)
+    loaded = load_model(path)
+    assert isinstance(loaded, XceptionBackbone) and loaded.variant == "xception"
+    images = np.random.default_rng(4).uniform(-1, 1, (1, 71, 71, 3)).astype("float32")
+    np.testing.assert_allclose(loaded(images), reference(images), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.slow
 def test_xception65_checkpoint_round_trip(tmp_path, manifest):
     model = build_model("deeplab", backbone="xception_65", num_classes=21)

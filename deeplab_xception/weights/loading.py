@@ -2,6 +2,7 @@
 
 import os
 
+import h5py
 import keras
 
 from deeplab_xception.backbones import XceptionBackbone
@@ -51,11 +52,22 @@ def _from_model_file(path, task, num_classes, output_stride, options):
     return model
 
 
+def _h5_has_classifier(path):
+    """Whether Keras Xception weights include the top (released `_notop` files do not)."""
+    try:
+        with h5py.File(path, "r") as f:
+            if "layer_names" in f.attrs:  # the released .h5 layout, layers by name
+                return any(n in (b"predictions", "predictions") for n in f.attrs["layer_names"])
+            return any(name.startswith("dense") for name in f.get("layers", {}))
+    except OSError:
+        raise UserError(f"{path}: not an HDF5 weights file") from None
+
+
 def _from_keras_h5(path, task, num_classes, output_stride, options):
-    """Chollet's Xception in keras.applications layout (.h5 or .weights.h5)."""
+    """Chollet's Xception in keras.applications layout (.h5 or .weights.h5), with or without top."""
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file")
-    task = task or "classifier"
+    task = task or ("classifier" if _h5_has_classifier(path) else "backbone")
     if output_stride is not None:
         options["output_stride"] = output_stride
     if task == "classifier":
@@ -90,7 +102,8 @@ def load_model(weights, task=None, num_classes=None, output_stride=None, cache_d
       variables; `task` ("deeplab", "classifier", "backbone") defaults to what
       the checkpoint holds, and a DeepLab task on an ImageNet checkpoint loads
       the backbone and leaves the head initialized, which is how fine-tuning starts;
-    - Keras Xception weights (`.h5`, `.weights.h5`): the classic classifier.
+    - Keras Xception weights (`.h5`, `.weights.h5`): the classic classifier, or
+      its backbone for files without the top.
 
     `output_stride` sets the backbone's output stride (the weights do not
     change), `num_classes` must agree with the weights when they have logits,
