@@ -1,0 +1,115 @@
+"""A whole cluster on this machine: every role as its own process on 127.0.0.1.
+
+Each process runs the same command with its own TF_CONFIG, exactly as on a
+real cluster; the launcher waits for the training processes and stops the
+servers when they are done, on an error, or on Ctrl-C.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+
+from deeplab_xception.errors import UserError
+
+# Fewer inter-op threads than a PS cluster's concurrent RPCs need deadlocks
+# small machines: TF sizes the pool from the core count.
+MIN_INTEROP_THREADS = 4
+SPEC_KEYS = ("workers", "ps", "evaluator")
+
+
+def parse_spec(text):
+    """'workers=2,ps=1[,evaluator=1]' to {'workers': 2, 'ps': 1, 'evaluator': 0}."""
+    spec = dict.fromkeys(SPEC_KEYS, 0)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = item.partition("=")
+        if key not in SPEC_KEYS or not value.isdigit():
+            raise UserError(f"--local-cluster: {item!r}: expected workers=N,ps=M[,evaluator=1]")
+        spec[key] = int(value)
+    if spec["workers"] < 1:
+        raise UserError("--local-cluster: needs workers=N with N >= 1")
+    return spec
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def cluster_layout(workers, ps):
+    """{job: [addresses]}: chief + workers + PS tasks, or (ps=0) synchronous workers only."""
+    jobs = {"chief": 1, "worker": workers, "ps": ps} if ps else {"worker": workers}
+    ports = iter(_free_ports(sum(jobs.values())))
+    return {job: [f"127.0.0.1:{next(ports)}" for _ in range(n)] for job, n in jobs.items() if n}
+
+
+class LocalCluster:
+    """Processes for every task of `layout` (plus evaluators), each running `command`."""
+
+    def __init__(self, command, layout, evaluators=0, env=None):
+        self.command = list(command)
+        self.layout = layout
+        self.env = dict(os.environ if env is None else env)
+        threads = int(self.env.get("TF_NUM_INTEROP_THREADS", 0) or 0)
+        self.env["TF_NUM_INTEROP_THREADS"] = str(max(threads, MIN_INTEROP_THREADS))
+        self.tasks = [(job, i) for job in ("ps", "worker", "chief") for i in range(len(layout.get(job, ())))]
+        self.tasks += [("evaluator", i) for i in range(evaluators)]
+        self.processes = {}
+
+    def start(self, task=None, **popen_kwargs):
+        """Starts every task (or just `task`, e.g. to restart it)."""
+        for job, index in [task] if task else self.tasks:
+            env = dict(self.env, TF_CONFIG=json.dumps(
+                {"cluster": self.layout, "task": {"type": job, "index": index}}))
+            self.processes[job, index] = subprocess.Popen(self.command, env=env, **popen_kwargs)
+        return self
+
+    def trainers(self):
+        """The tasks that end by themselves: the chief, or every synchronous worker; evaluators."""
+        done = [("chief", 0)] if "chief" in self.layout else [t for t in self.tasks if t[0] == "worker"]
+        return done + [t for t in self.tasks if t[0] == "evaluator"]
+
+    def wait(self, timeout=None):
+        """Exit status of the job: the first failing trainer's, else 0."""
+        for task in self.trainers():
+            code = self.processes[task].wait(timeout)
+            if code:
+                return code
+        return 0
+
+    def stop(self):
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def run(command, spec_text, strategy):
+    """Runs `command` as a local cluster for `strategy`; returns the job's exit status."""
+    spec = parse_spec(spec_text)
+    if strategy == "parameter_server" and spec["ps"] < 1:
+        raise UserError("--local-cluster: the parameter_server strategy needs ps=M with M >= 1")
+    if strategy == "multi_worker" and spec["ps"]:
+        raise UserError("--local-cluster: the multi_worker strategy takes no ps")
+    if strategy not in ("parameter_server", "multi_worker"):
+        raise UserError(f"--local-cluster: needs strategy parameter_server or multi_worker, "
+                        f"not {strategy}")
+    with LocalCluster(command, cluster_layout(spec["workers"], spec["ps"]), spec["evaluator"]) as job:
+        return job.wait()

@@ -1,0 +1,33 @@
+"""The pretraining config schema: model, data and trainer sections (see configs/pretrain_*.yaml)."""
+
+import dataclasses
+from typing import Optional
+
+from deeplab_xception.training import TrainerConfig
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    backbone: str = "xception_65"
+    num_classes: int = 1001               # ImageNet's 1000 plus background at 0
+    depthwise_layout: str = "checkpoint"
+    dropout: float = 0.5
+    batch_norm_momentum: Optional[float] = None  # None: the backbone's 0.9997 (slim's decay)
+
+
+@dataclasses.dataclass
+class DataConfig:
+    format: str = "tfrecord"              # "tfrecord" (TF's ImageNet shards) or "directory"
+    train: str = ""                       # a glob of TFRecord shards, or a directory of class folders
+    eval: str = ""
+    image_size: int = 299
+    central_fraction: float = 0.875       # of the image kept by the evaluation crop
+    shuffle_buffer: int = 10000
+    synthetic: bool = False               # first write the learnable synthetic set at `train`'s folder
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)

@@ -1,0 +1,49 @@
+"""ImageNet classification as a `deeplab_xception.training.Task`.
+
+The trained classifier ends as `<model_dir>/model.keras`. Segmentation
+fine-tuning starts from it by layer name: `load_matching_weights(deeplab,
+"<model_dir>/model.keras")` (or `trainer.init_checkpoint`) copies every
+backbone layer into a DeepLabv3+ built by `build_model` on the same variant.
+"""
+
+import keras
+import tensorflow as tf
+
+from deeplab_xception import build_model
+from pretrain import data
+
+
+class ClassificationTask:
+    """Softmax cross-entropy over `num_classes` logits; top-1 and top-5 accuracy."""
+
+    def __init__(self, config):
+        data.check(config.data)
+        self.config = config
+
+    def build_model(self):
+        model = self.config.model
+        size = self.config.data.image_size
+        classifier = build_model("classifier", backbone=model.backbone, num_classes=model.num_classes,
+                                 depthwise_layout=model.depthwise_layout, dropout=model.dropout,
+                                 activation=None, input_shape=(size, size, 3))
+        if model.batch_norm_momentum is not None:
+            # Short runs need moving statistics that catch up within their few steps.
+            for layer in classifier.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.momentum = model.batch_norm_momentum
+        return classifier
+
+    def train_dataset(self, input_context, batch_size):
+        return data.train_dataset(self.config.data, input_context, batch_size)
+
+    def eval_dataset(self, batch_size):
+        return data.eval_dataset(self.config.data, batch_size)
+
+    def loss(self, labels, outputs):
+        """Mean over the replica's batch of the cross-entropy."""
+        return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+            labels, outputs, from_logits=True))
+
+    def metrics(self):
+        return [keras.metrics.SparseCategoricalAccuracy(name="top1"),
+                keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5")]
