@@ -21,11 +21,13 @@ def _source_layers(source):
 
 def copy_weights(model, source, name, last_layer=False):
     """Copies `source`'s weights into `model` by layer name; returns the copied layer names."""
-    if last_layer and getattr(source, "num_classes", None) != model.num_classes:
-        raise UserError(f"{name}: the checkpoint has {getattr(source, 'num_classes', 'no')} "
-                        f"classes but the class list has {model.num_classes}; set "
-                        "init.last_layer=false to start the logits afresh")
     available = _source_layers(source)
+    if last_layer and LOGITS not in available:
+        raise UserError(f"{name}: has no {LOGITS} layer to copy (init.last_layer)")
+    if last_layer and source.num_classes != model.num_classes:
+        raise UserError(f"{name}: the checkpoint has {source.num_classes} classes but the class "
+                        f"list has {model.num_classes}; set init.last_layer=false to start the "
+                        "logits afresh")
     backbone = {layer.name for layer in model.backbone.layers if layer.weights}
     copied = []
     for layer in model.layers:
