@@ -192,3 +192,19 @@ def test_frozen_batch_norm_is_not_trained(shapes):
     assert norms and not any(layer.trainable for layer in norms)
     assert all(layer.momentum == 0.9 for layer in norms)  # the tiny config's short-run decay
     assert not any("BatchNorm" in w.path for w in model.trainable_weights)
+
+
+@pytest.mark.parametrize("name,crop,learning_rate,steps", [
+    ("voc", (513, 513), 0.007, 30000), ("cityscapes", (769, 769), 0.01, 90000)])
+def test_configs_follow_the_papers_recipe(name, crop, learning_rate, steps):
+    path = os.path.join(os.path.dirname(TINY), f"segment_{name}.yaml")
+    config = load_config(SegmentConfig, path)
+    assert config.data.format == name and config.data.crop_size == crop
+    assert (config.model.backbone, config.model.output_stride) == ("xception_65", 16)
+    assert config.model.atrous_rates == (6, 12, 18) and config.model.decoder
+    assert (config.data.min_scale, config.data.max_scale, config.data.flip) == (0.5, 2.0, True)
+    trainer = config.trainer.validate()
+    assert trainer.learning_rate.name == "poly" and trainer.learning_rate.power == 0.9
+    assert trainer.learning_rate.initial == learning_rate and trainer.total_steps() == steps
+    assert trainer.optimizer.momentum == 0.9 and trainer.weight_decay == 4e-5
+    assert config.model.fine_tune_batch_norm and trainer.batch_size_per_replica >= 12
