@@ -75,13 +75,16 @@ def run(args):
 def register(subparsers):
     parser = subparsers.add_parser("budget", help="multiply-adds per eval output stride",
                                    description=HELP)
-    parser.add_argument("--task", default="deeplab", choices=TASKS)
+    parser.add_argument("--task", default="deeplab", choices=TASKS,
+                        help="DeepLabv3+ (default), ImageNet classifier or bare backbone")
     parser.add_argument("--backbone", default="xception_65", help="backbone variant (default xception_65)")
-    parser.add_argument("--input-size", type=int, nargs=2, default=(513, 513), metavar=("H", "W"))
-    parser.add_argument("--num-classes", type=int,
+    parser.add_argument("--input-size", type=int, nargs=2, default=(513, 513), metavar=("H", "W"),
+                        help="image size at scale 1 (default 513 513)")
+    parser.add_argument("--num-classes", type=int, metavar="N",
                         help="classes (default 21 for deeplab, 1001 or 1000 for classifier)")
     parser.add_argument("--output-stride", type=int, nargs="+", metavar="OS",
-                        help="eval output strides, one row each (default 8 16 32, those the backbone reaches)")
+                        help="eval output strides, one row each "
+                             "(default 8 16 32, those the backbone reaches)")
     parser.add_argument("--no-decoder", dest="decoder", action="store_false",
                         help="DeepLabv3 head without the stride-4 decoder")
     parser.add_argument("--no-separable", dest="separable", action="store_false",
@@ -92,7 +95,9 @@ def register(subparsers):
     parser.add_argument("--breakdown", action="store_true",
                         help="per block: entry, middle and exit flow, ASPP, decoder, logits")
     parser.add_argument("--measure", type=int, nargs="?", const=3, metavar="REPEATS",
-                        help="also time the model here: warm-up, then median of REPEATS runs (default 3)")
-    parser.add_argument("--format", choices=("table", "json"), default="table")
+                        help="also time the model on this machine: warm-up, then the median of REPEATS "
+                             "runs (default 3) per scale, summed over scales, doubled by --flip")
+    parser.add_argument("--format", choices=("table", "json"), default="table",
+                        help="aligned table (default) or a JSON list of rows")
     parser.add_argument("--plot", metavar="FILE.png", help="bar chart per eval output stride")
     parser.set_defaults(run=run)
