@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from deeplab_xception.inference import IGNORE_LABEL
 from deeplab_xception.models import build_model
-from segment import augment, input as segment_input, records
+from segment import augment, pipeline, records
 from segment.datasets import load_dataset
 from segment.initial_weights import load_initial_weights
 
@@ -40,7 +40,7 @@ class SegmentationTask:
     def train_dataset(self, input_context, batch_size):
         data = self.config.data
         source = data.tfrecords or self.train_set
-        return segment_input.train_dataset(
+        return pipeline.train_dataset(
             source, batch_size, tuple(data.crop_size), data.min_scale, data.max_scale,
             data.scale_step, data.flip, input_context)
 

@@ -12,7 +12,7 @@ from pycocotools import mask as mask_utils
 
 from deeplab_xception.errors import UserError
 from deeplab_xception.io import write_image
-from segment import augment, input as segment_input, records
+from segment import augment, convert, pipeline, records
 from segment.datasets import ade20k, cityscapes, load_dataset, voc
 from segment.synthetic import write_synthetic_dataset
 
@@ -180,7 +180,9 @@ def test_bad_input_fails_with_the_file_named(generic_root):
 
 def test_tfrecords_hold_what_direct_reading_gives(generic_root, tmp_path):
     dataset = load_dataset("generic", generic_root, "train")
-    paths = records.write_tfrecords(dataset, str(tmp_path / "records"), "train", num_shards=2)
+    assert convert.main(["--format", "generic", "--data", generic_root, "--split", "train",
+                         "--output-dir", str(tmp_path / "records"), "--num-shards", "2"]) == 0
+    paths = sorted(str(p) for p in (tmp_path / "records").iterdir())
     assert [os.path.basename(p) for p in paths] == ["train-00000-of-00002.tfrecord",
                                                      "train-00001-of-00002.tfrecord"]
     raw = next(iter(tf.data.TFRecordDataset(paths[0])))
@@ -189,14 +191,17 @@ def test_tfrecords_hold_what_direct_reading_gives(generic_root, tmp_path):
     assert example["image/height"].int64_list.value[0] == 33
     assert example["image/segmentation/class/format"].bytes_list.value[0] == b"png"
 
-    from_files = segment_input.encoded_pairs(str(tmp_path / "records" / "train-*"))
+    pattern = str(tmp_path / "records" / "train-*")
+    images, labels = next(iter(pipeline.train_dataset(pattern, 2, (41, 41))))
+    assert images.shape == (2, 41, 41, 3) and labels.shape == (2, 41, 41)
+    from_files = pipeline.encoded_pairs(pattern)
     decoded = [records.decode(*pair) for pair in from_files]
     assert len(decoded) == len(dataset)
     by_label = {label.numpy().tobytes(): image.numpy() for image, label in decoded}
     for index in range(len(dataset)):
         image, label = dataset.read(index)
         np.testing.assert_array_equal(by_label[label[..., None].tobytes()], image)
-    in_memory = [records.decode(*pair) for pair in segment_input.encoded_pairs(dataset)]
+    in_memory = [records.decode(*pair) for pair in pipeline.encoded_pairs(dataset)]
     for (image, label), index in zip(in_memory, range(len(dataset))):
         np.testing.assert_array_equal(label.numpy()[..., 0], dataset.read(index)[1])
 
@@ -227,8 +232,8 @@ def test_augmentation_pads_with_mean_pixel_and_ignore_and_keeps_pixels_aligned()
 
 def test_train_dataset_batches_crops_for_one_replica(generic_root):
     dataset = load_dataset("generic", generic_root, "train")
-    images, labels = next(iter(segment_input.train_dataset(dataset, 3, (41, 41))))
+    images, labels = next(iter(pipeline.train_dataset(dataset, 3, (41, 41))))
     assert images.shape == (3, 41, 41, 3) and labels.shape == (3, 41, 41)
     assert labels.dtype == tf.int32 and float(tf.reduce_max(tf.abs(images))) <= 1.0
     context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1)
-    assert len(list(segment_input.encoded_pairs(dataset, context))) == 2  # examples 1 and 3
+    assert len(list(pipeline.encoded_pairs(dataset, context))) == 2  # examples 1 and 3
