@@ -96,7 +96,7 @@ def count_multiply_adds(model, image_size, classic_flows=None):
     """{block: (multiply_adds, multiply_adds_exact)} of one batch-1 pass at `image_size`.
 
     Output shapes come from `compute_output_spec` on the functional graph, so
-    nothing runs and a model built for any input size can be counted at any size.
+    nothing runs, and a model built for (None, None, 3) inputs is counted at any size.
     """
     counted = [layer for layer in model.layers if isinstance(layer, COUNTED_LAYERS)]
     probe = keras.Model(model.input, [layer.output for layer in counted])
