@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from deeplab_xception.errors import UserError
 from deeplab_xception.inference import IGNORE_LABEL
 from deeplab_xception.models import build_model
 from segment import augment, pipeline, records
@@ -22,12 +23,15 @@ class SegmentationTask:
 
     def build_model(self):
         model_config = self.config.model
-        model = build_model(
-            "deeplab", backbone=model_config.backbone, output_stride=model_config.output_stride,
-            num_classes=len(self.classes), multi_grid=model_config.multi_grid,
-            depthwise_layout=model_config.depthwise_layout, atrous_rates=model_config.atrous_rates,
-            separable=model_config.separable, decoder=model_config.decoder,
-            dropout=model_config.dropout)
+        try:
+            model = build_model(
+                "deeplab", backbone=model_config.backbone,
+                output_stride=model_config.output_stride, num_classes=len(self.classes),
+                multi_grid=model_config.multi_grid, depthwise_layout=model_config.depthwise_layout,
+                atrous_rates=model_config.atrous_rates, separable=model_config.separable,
+                decoder=model_config.decoder, dropout=model_config.dropout)
+        except ValueError as e:
+            raise UserError(f"model: {str(e).splitlines()[0]}") from None
         if self.config.init.weights:
             load_initial_weights(model, self.config.init.weights, self.config.init.last_layer)
         for layer in model.layers:
