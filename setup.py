@@ -20,10 +20,12 @@ setup(
         "pyyaml",
         "h5py",
         "matplotlib",
+        "Pillow",
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "jax[cpu]", "scikit-image"],
+        "export": ["tf2onnx", "onnx", "onnxruntime"],
+        "test": ["pytest", "jax[cpu]", "scikit-image", "tf2onnx", "onnx", "onnxruntime"],
     },
     entry_points={"console_scripts": ["deeplab-xception=deeplab_xception.cli:entry_point"]},
 )
