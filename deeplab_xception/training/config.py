@@ -54,7 +54,6 @@ class TrainerConfig:
     keep_checkpoints: int = 5
     summary_every: int = 100              # steps
     strategy: str = "default"
-    num_ps_shards: int = 0                # shards per large variable; 0: one per PS task
     init_checkpoint: str = ""             # warm start (.keras / .weights.h5), matched by layer name
     synchronized_batch_norm: bool = True  # for the synchronous multi-replica strategies
     seed: int = 0

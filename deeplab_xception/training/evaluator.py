@@ -6,6 +6,7 @@ import os
 import tensorflow as tf
 
 from deeplab_xception.io import atomic_path
+from deeplab_xception.training import state
 from deeplab_xception.training.config import TrainerConfig
 
 RESULTS = "eval_results.json"
@@ -30,7 +31,7 @@ def evaluate(task, config: TrainerConfig, timeout=None):
     """
     total_steps = config.total_steps()
     model = task.build_model()
-    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    step = state.step_variable()
     checkpoint = tf.train.Checkpoint(model=model, step=step)
     writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "eval"))
     results_path = os.path.join(config.model_dir, RESULTS)
@@ -40,7 +41,7 @@ def evaluate(task, config: TrainerConfig, timeout=None):
             results = json.load(f)
     for path in tf.train.checkpoints_iterator(config.model_dir, timeout=timeout):
         checkpoint.restore(path).expect_partial()
-        current = int(step.numpy())
+        current = state.value(step)
         values = evaluate_checkpoint(task, model, config.batch_size_per_replica)
         with writer.as_default(step=current):
             for name, value in values.items():

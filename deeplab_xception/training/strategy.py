@@ -5,8 +5,6 @@ import tensorflow as tf
 from deeplab_xception.errors import UserError
 from deeplab_xception.training import cluster
 
-# Variables smaller than this stay whole on one PS; larger ones are split.
-MIN_SHARD_BYTES = 256 << 10
 
 
 def make_strategy(config):
@@ -23,7 +21,8 @@ def make_strategy(config):
     if not jobs.get("ps") or not jobs.get("worker"):
         raise UserError("strategy parameter_server: TF_CONFIG must list ps and worker tasks "
                         "(or use --local-cluster workers=N,ps=M)")
-    partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
-        min_shard_bytes=MIN_SHARD_BYTES, max_shards=config.num_ps_shards or len(jobs["ps"]))
+    # No variable partitioner: Keras 3 variables cannot wrap the ShardedVariable
+    # it makes. Whole variables go round-robin over the PS tasks, so the PS
+    # tasks listed in TF_CONFIG are the shards.
     return tf.distribute.ParameterServerStrategy(
-        tf.distribute.cluster_resolver.TFConfigClusterResolver(), variable_partitioner=partitioner)
+        tf.distribute.cluster_resolver.TFConfigClusterResolver())

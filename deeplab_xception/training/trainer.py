@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 
 from deeplab_xception.io import atomic_path
-from deeplab_xception.training import cluster, evaluator
+from deeplab_xception.training import cluster, evaluator, state
 from deeplab_xception.training.optimization import (
     decayed_kernels, learning_rate, make_optimizer, weight_decay)
 from deeplab_xception.training.strategy import make_strategy
@@ -63,12 +63,10 @@ def train(task, config):
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = task.build_model()
-        # The step lives with the variables (on the PS); assign_add is atomic
-        # there, so the schedule and the stop condition see every update once.
-        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
-                           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        # The step lives with the variables (on the PS) and drives the schedule.
+        step = state.step_variable()
         optimizer = make_optimizer(config, lambda: learning_rate(
-            config.learning_rate, step, steps_per_epoch, total_steps))
+            config.learning_rate, step[0], steps_per_epoch, total_steps))
         optimizer.build(model.trainable_variables)
     if replicas > 1 and not asynchronous and config.synchronized_batch_norm:
         for layer in model.layers:
@@ -77,19 +75,19 @@ def train(task, config):
     kernels = decayed_kernels(model)
 
     # -- step -----------------------------------------------------------------
-    def step_fn(features, labels):
+    def step_fn(features, labels, number):
         with tf.GradientTape() as tape:
             outputs = model(features, training=True)
             loss = task.loss(labels, outputs)
             scaled = (loss + weight_decay(kernels, config.weight_decay)) / replicas
         gradients = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        step.assign_add(1)
+        state.advance(step, number, asynchronous)
         return loss
 
     @tf.function
-    def train_step(iterator):
-        losses = strategy.run(step_fn, args=next(iterator))
+    def train_step(iterator, number):
+        losses = strategy.run(step_fn, args=(*next(iterator), number))
         return strategy.reduce(tf.distribute.ReduceOp.MEAN, losses, axis=None)
 
     # -- checkpoint -----------------------------------------------------------
@@ -103,12 +101,14 @@ def train(task, config):
     latest = tf.train.latest_checkpoint(config.model_dir)
     if latest:
         checkpoint.restore(latest).assert_existing_objects_matched()
+        if chief:
+            print(f"resuming from {latest} at step {state.value(step)}", flush=True)
     elif config.init_checkpoint:
         load_matching_weights(model, config.init_checkpoint)
 
     # -- loop -----------------------------------------------------------------
     writer = tf.summary.create_file_writer(os.path.join(write_dir, "train"))
-    start = int(step.numpy())
+    start = state.value(step)
     progress = keras.utils.Progbar(total_steps, stateful_metrics=["loss", "lr", "img/s"],
                                    verbose=1 if chief else 0)
     progress.update(start)
@@ -117,7 +117,7 @@ def train(task, config):
 
     def report(loss):
         nonlocal mark_step, mark_time
-        now_step = int(step.numpy())
+        now_step = state.value(step)
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss is {loss} at step {now_step}")
         rate = (now_step - mark_step) * global_batch / max(time.time() - mark_time, 1e-9)
@@ -130,18 +130,19 @@ def train(task, config):
         mark_step, mark_time = now_step, time.time()
 
     for i in range(start + 1, total_steps + 1):
-        loss = (coordinator.schedule(train_step, args=(iterator,)) if asynchronous
-                else train_step(iterator))
+        number = tf.constant(i, tf.int64)
+        loss = (coordinator.schedule(train_step, args=(iterator, number)) if asynchronous
+                else train_step(iterator, number))
         if i % config.summary_every == 0 or i == total_steps:
             report(float(loss.fetch() if asynchronous else loss))
         if i % config.checkpoint_every == 0 and i < total_steps:
-            manager.save(checkpoint_number=int(step.numpy()))
+            manager.save(checkpoint_number=state.value(step))
     if asynchronous:
         coordinator.join()
-    manager.save(checkpoint_number=int(step.numpy()))
+    manager.save(checkpoint_number=state.value(step))
     if chief:
         with atomic_path(os.path.join(config.model_dir, FINAL_MODEL)) as tmp:
             model.save(tmp)
     else:
         shutil.rmtree(write_dir, ignore_errors=True)
-    return int(step.numpy())
+    return state.value(step)
