@@ -18,7 +18,7 @@ def advance(step, number, asynchronous):
     """Marks step `number` done: an atomic maximum on the PS, an increment otherwise."""
     if asynchronous:
         return step.scatter_max(tf.IndexedSlices(tf.reshape(number, [1]), tf.constant([0])))
-    return step.assign_add([1])
+    return step.assign_add(tf.ones([1], tf.int64))
 
 
 def value(step):

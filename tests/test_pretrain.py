@@ -1,0 +1,153 @@
+"""ImageNet pretraining end to end on the synthetic set: learning, clusters, failures, bad input."""
+
+import glob
+import json
+import os
+import signal
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeplab_xception import build_model
+from deeplab_xception.cli import main
+from deeplab_xception.config import load_config
+from deeplab_xception.errors import UserError
+from deeplab_xception.training import FINAL_MODEL, load_matching_weights, train
+from deeplab_xception.training.evaluator import evaluate
+from deeplab_xception.training.launcher import LocalCluster, cluster_layout
+from pretrain import data, synthetic
+from pretrain.config import PretrainConfig
+from pretrain.task import ClassificationTask
+
+from conftest import REPO
+
+TINY = REPO / "configs" / "pretrain_tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return synthetic.write_tfrecords(tmp_path_factory.mktemp("shapes"), train_images=128,
+                                     eval_images=48, image_size=48)
+
+
+def overrides(shapes, model_dir, *extra):
+    return [f"trainer.model_dir={model_dir}", f"data.train={shapes['train']}",
+            f"data.eval={shapes['eval']}", "data.synthetic=false", "data.image_size=48",
+            f"trainer.examples_per_epoch={shapes['train_images']}", *extra]
+
+
+def final_step(model_dir):
+    return tf.train.load_checkpoint(str(model_dir)).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")[0]
+
+
+@pytest.mark.slow
+def test_single_process_learns_the_shapes_and_hands_off_the_backbone(shapes, tmp_path):
+    config = load_config(PretrainConfig, TINY, overrides(shapes, tmp_path, "trainer.summary_every=5",
+                                                         "trainer.train_steps=60"))
+    task = ClassificationTask(config)
+    assert train(task, config.trainer) == 60
+    events = [e for f in glob.glob(f"{tmp_path}/train/events*") for e in tf.compat.v1.train.summary_iterator(f)]
+    losses = [float(tf.make_ndarray(v.tensor)) for e in events for v in e.summary.value if v.tag == "loss"]
+    assert len(losses) == 12 and np.mean(losses[-2:]) < 0.6 * np.mean(losses[:2]), losses
+    results = evaluate(task, config.trainer, timeout=1)
+    assert results["60"]["top1"] >= 0.5, results  # four classes: chance is 0.25
+
+    deeplab = build_model("deeplab", backbone="xception_tiny", num_classes=3, input_shape=(48, 48, 3))
+    copied = load_matching_weights(deeplab, tmp_path / FINAL_MODEL)
+    classifier = keras.saving.load_model(tmp_path / FINAL_MODEL)
+    assert len(copied) == sum(1 for layer in classifier.layers if layer.weights) - 1  # all but logits
+    layer = "exit_flow.block2.unit_1.xception_module.separable_conv3_pointwise"
+    np.testing.assert_array_equal(deeplab.get_layer(layer).get_weights()[0],
+                                  classifier.get_layer(layer).get_weights()[0])
+
+
+def cluster_command(shapes, model_dir, steps):
+    return [sys.executable, "-c", "from deeplab_xception.cli import entry_point; entry_point()",
+            "pretrain", "--config", str(TINY), "trainer.strategy=parameter_server",
+            *overrides(shapes, model_dir, f"trainer.train_steps={steps}", "trainer.checkpoint_every=10")]
+
+
+def wait_for(path, job, timeout=240):
+    deadline = time.time() + timeout
+    while not os.path.exists(path):
+        assert job.processes["chief", 0].poll() is None, "the chief ended early"
+        assert time.time() < deadline, f"no {path} after {timeout} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_parameter_server_run_survives_a_dead_worker_and_ends_at_the_exact_step(shapes, tmp_path):
+    """1 chief, 2 workers, 1 PS and the sidecar evaluator; worker 1 is killed mid-run."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
+    with LocalCluster(cluster_command(shapes, tmp_path, 40), cluster_layout(2, 1), evaluators=1,
+                      env=env) as job:
+        wait_for(tmp_path / "ckpt-10.index", job)
+        job.processes["worker", 1].send_signal(signal.SIGKILL)
+        assert job.wait(timeout=300) == 0
+    assert final_step(tmp_path) == 40
+    assert (tmp_path / FINAL_MODEL).is_file()
+    results = json.loads((tmp_path / "eval_results.json").read_text())
+    assert results["40"]["top5"] == 1.0 and results["40"]["top1"] > 0.25
+
+
+@pytest.mark.slow
+def test_a_restarted_chief_resumes_from_the_last_checkpoint(shapes, tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
+    log = open(tmp_path / "chief.log", "w")
+    with LocalCluster(cluster_command(shapes, tmp_path, 30), cluster_layout(2, 1), env=env) as job:
+        wait_for(tmp_path / "ckpt-10.index", job)
+        job.processes["chief", 0].kill()
+        job.processes["chief", 0].wait()
+        saved = final_step(tmp_path)
+        job.start(("chief", 0), stdout=log, stderr=log)
+        assert job.wait(timeout=300) == 0
+    assert f"at step {saved}" in (tmp_path / "chief.log").read_text()
+    assert final_step(tmp_path) == 30
+
+
+def write_records(path, feature):
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+
+
+def test_a_tfrecord_without_the_label_feature_names_file_and_feature(tmp_path):
+    path = tmp_path / "train-00000-of-00001"
+    write_records(path, {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"x"]))})
+    config = load_config(PretrainConfig, TINY, [f"data.train={path}", "data.eval=", "data.synthetic=false"])
+    with pytest.raises(UserError, match=f"{path}: records lack the feature 'image/class/label'"):
+        ClassificationTask(config)
+
+
+def test_bad_input_fails_with_one_line_from_the_cli(tmp_path, capsys, monkeypatch):
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["data.format=directory", f"data.train={tmp_path}/empty"], "empty: no images in class folders"),
+        ([f"data.train={tmp_path}/none-*"], "no TFRecord files match"),
+        (["trainer.learning_rate.warmup=5"], "unknown config key 'trainer.learning_rate.warmup'"),
+        (["trainer.strategy=async"], "strategy: 'async' is not one of"),
+    ]
+    for extra, message in cases:
+        args = ["pretrain", "--config", str(TINY), "data.synthetic=false", "data.eval=", *extra]
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": ')
+    assert main(["pretrain", "--config", str(TINY), f"trainer.model_dir={tmp_path}",
+                 f"data.train={tmp_path}/data/train-*", f"data.eval={tmp_path}/data/validation-*"]) == 2
+    assert "TF_CONFIG: not valid JSON" in capsys.readouterr().err
+
+
+def test_class_directories_label_from_1_in_sorted_order_and_preprocess_to_unit_range(tmp_path):
+    synthetic.write_class_directories(tmp_path, num_classes=3, images_per_class=2, image_size=40)
+    config = load_config(PretrainConfig, TINY, ["data.format=directory", f"data.train={tmp_path}",
+                                                f"data.eval={tmp_path}", "data.image_size=32"])
+    images, labels = next(iter(data.eval_dataset(config.data, batch_size=6)))
+    assert labels.numpy().tolist() == [1, 1, 2, 2, 3, 3]
+    assert images.shape == (6, 32, 32, 3)
+    assert -1.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 1.0
+    batch, _ = next(iter(data.train_dataset(config.data, tf.distribute.InputContext(), batch_size=4)))
+    assert batch.shape == (4, 32, 32, 3) and float(tf.reduce_max(batch)) > 0.5

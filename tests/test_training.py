@@ -1,0 +1,118 @@
+"""The training engine: schedules, weight decay, TF_CONFIG roles, the launcher, a synchronous run."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deeplab_xception import build_model
+from deeplab_xception.errors import UserError
+from deeplab_xception.training import ScheduleConfig, TrainerConfig, cluster, launcher
+from deeplab_xception.training.optimization import decayed_kernels, learning_rate, weight_decay
+
+from conftest import REPO
+
+
+def test_exponential_schedule_is_the_staircase_of_the_xception_recipe():
+    schedule = ScheduleConfig(name="exponential", initial=0.05, decay_rate=0.94, decay_epochs=2)
+    steps_per_epoch = 10.0
+    rates = [float(learning_rate(schedule, s, steps_per_epoch, 100)) for s in (0, 19, 20, 39, 40, 99)]
+    np.testing.assert_allclose(rates, [0.05, 0.05, 0.047, 0.047, 0.05 * 0.94 ** 2, 0.05 * 0.94 ** 4],
+                               rtol=1e-6)
+
+
+def test_poly_schedule_falls_with_power_0_9_to_the_end_rate():
+    schedule = ScheduleConfig(name="poly", initial=0.007, power=0.9, end=0.0)
+    rates = [float(learning_rate(schedule, s, 1.0, 1000)) for s in (0, 500, 1000)]
+    np.testing.assert_allclose(rates, [0.007, 0.007 * 0.5 ** 0.9, 0.0], rtol=1e-6, atol=1e-12)
+
+
+def test_epochs_turn_into_steps_from_dataset_size_and_global_batch():
+    config = TrainerConfig(train_epochs=2, examples_per_epoch=1000, batch_size_per_replica=32)
+    assert config.steps_per_epoch(replicas_in_sync=2) == 1000 / 64
+    assert config.total_steps(replicas_in_sync=2) == 32
+
+
+def test_weight_decay_is_slim_l2_on_conv_and_pointwise_kernels_only():
+    model = build_model("classifier", backbone="xception_tiny", num_classes=5, input_shape=(33, 33, 3))
+    kernels = decayed_kernels(model)
+    paths = {k.path for k in kernels}
+    assert "logits/kernel" in paths and "entry_flow.conv1_1/kernel" in paths
+    assert any(p.endswith("separable_conv1_pointwise/kernel") for p in paths)
+    assert not any("depthwise" in p or "BatchNorm" in p for p in paths)
+    convs = [w for w in model.trainable_weights if w.path.endswith("kernel") and "depthwise" not in w.path]
+    assert len(kernels) == len(convs)
+    expected = 4e-5 * sum(float(np.sum(np.square(k.numpy()))) for k in kernels) / 2
+    np.testing.assert_allclose(float(weight_decay(kernels, 4e-5)), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("{not json", "not valid JSON"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "driver", "index": 0}}', "task type 'driver'"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}', "no worker task 3"),
+])
+def test_bad_tf_config_is_a_one_line_user_error(monkeypatch, value, message):
+    monkeypatch.setenv("TF_CONFIG", value)
+    with pytest.raises(UserError, match=message):
+        cluster.role()
+
+
+def test_roles_come_from_tf_config(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert cluster.role() == ("chief", 0) and cluster.is_chief()
+    layout = {"worker": ["a:1", "b:2"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": layout, "task": {"type": "worker", "index": 1}}))
+    assert cluster.role() == ("worker", 1) and not cluster.is_chief()
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": layout, "task": {"type": "worker", "index": 0}}))
+    assert cluster.is_chief()
+
+
+def test_local_cluster_spec_and_layout():
+    assert launcher.parse_spec("workers=2,ps=1") == {"workers": 2, "ps": 1, "evaluator": 0}
+    with pytest.raises(UserError, match="'gpus=2'"):
+        launcher.parse_spec("workers=2,gpus=2")
+    layout = launcher.cluster_layout(workers=2, ps=1)
+    assert [len(layout[job]) for job in ("chief", "worker", "ps")] == [1, 2, 1]
+    addresses = sum(layout.values(), [])
+    assert len(set(addresses)) == 4 and all(a.startswith("127.0.0.1:") for a in addresses)
+    assert set(launcher.cluster_layout(workers=3, ps=0)) == {"worker"}
+
+
+def test_unknown_trainer_key_is_rejected():
+    from deeplab_xception.config import load_config
+
+    with pytest.raises(UserError, match="unknown config key 'learning_rate.decay'"):
+        load_config(TrainerConfig, None, ["learning_rate.decay=0.9"])
+
+
+MIRRORED = """
+import sys, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from deeplab_xception.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_trains_two_replicas_with_synchronized_batch_norm(tmp_path):
+    """Two logical CPUs train in lockstep; the global batch is twice the per-replica batch."""
+    args = ["pretrain", "--config", str(REPO / "configs/pretrain_tiny.yaml"),
+            "trainer.strategy=mirrored", f"trainer.model_dir={tmp_path}",
+            f"data.train={tmp_path}/data/train-*", f"data.eval={tmp_path}/data/validation-*",
+            "trainer.train_steps=6", "trainer.checkpoint_every=3", "trainer.summary_every=3",
+            "trainer.batch_size_per_replica=4", "data.image_size=48"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, "-c", MIRRORED, *args], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-6")
+    reader = tf.train.load_checkpoint(str(tmp_path))
+    assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")[0] == 6
+    saved = zipfile.ZipFile(tmp_path / "model.keras").read("config.json").decode()
+    assert '"synchronized": true' in saved
