@@ -8,7 +8,7 @@ import sys
 from deeplab_xception.errors import UserError
 
 # Subcommand modules under deeplab_xception.cli, in the order `--help` lists them.
-COMMANDS = ("segment", "classify", "convert", "budget", "finetune", "evaluate", "pretrain")
+COMMANDS = ("segment", "export", "classify", "convert", "budget", "finetune", "evaluate", "pretrain")
 
 
 def main(argv=None):

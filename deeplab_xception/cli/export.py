@@ -1,0 +1,31 @@
+"""`deeplab-xception export`: a DeepLab model as a SavedModel, ONNX or TFLite segmenter."""
+
+from deeplab_xception.cli.segment import load_segmentation_model
+from deeplab_xception.export import FORMATS, export
+
+
+def run(args):
+    model = load_segmentation_model(args.weights, args.output_stride)
+    path = export(model, args.output, args.format, args.input_size)
+    size = "x".join(map(str, args.input_size)) if args.input_size else "any size"
+    print(f"{path}: {args.format}, uint8 images ({size}) -> labels and probabilities "
+          f"of {model.num_classes} classes")
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "export", help="a segmentation model as SavedModel, ONNX or TFLite",
+        description="Writes a self-contained segmenter: uint8 RGB images N x H x W x 3 in "
+                    "(named 'images'), 'labels' (int32 N x H x W) and 'probabilities' "
+                    "(float32 N x H x W x classes) out. Preprocessing and upsampling are inside.")
+    parser.add_argument("--weights", required=True,
+                        help=".keras model, official checkpoint (prefix, directory, .tar.gz, URL) or zoo name")
+    parser.add_argument("--format", required=True, choices=sorted(FORMATS))
+    parser.add_argument("--output", required=True,
+                        help="the file (.onnx, .tflite) or directory (saved_model) to write")
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
+                        help="fix the input to one image of H x W (required for tflite; "
+                             "default: any batch and size)")
+    parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
+                        help="backbone output stride (default: the model's)")
+    parser.set_defaults(run=run)

@@ -1,0 +1,64 @@
+"""Label maps for people: palette PNGs, class fractions, and overlays with a legend."""
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from deeplab_xception.io import atomic_path
+
+LEGEND_BACKGROUND = (255, 255, 255)
+LEGEND_TEXT = (0, 0, 0)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def write_label_png(path, labels, palette):
+    """Writes uint8 class indices as an indexed (mode P) PNG whose colors are `palette` (K x 3)."""
+    image = Image.fromarray(np.asarray(labels, np.uint8))
+    image.putpalette(np.asarray(palette, np.uint8).ravel().tolist())
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def class_fractions(labels, num_classes):
+    """[(class, fraction of pixels)] of the classes present, most frequent first."""
+    counts = np.bincount(np.asarray(labels).ravel(), minlength=num_classes)
+    present = np.flatnonzero(counts)
+    order = present[np.argsort(-counts[present], kind="stable")]
+    return [(int(c), counts[c] / labels.size) for c in order]
+
+
+def colorize(labels, palette):
+    """RGB H x W x 3: each pixel in its class color."""
+    return np.asarray(palette, np.uint8)[labels]
+
+
+def blend(image, labels, palette, alpha):
+    """The class colors laid over an RGB image with opacity `alpha`."""
+    mixed = (1.0 - alpha) * image.astype(np.float32) + alpha * colorize(labels, palette)
+    return np.rint(mixed).astype(np.uint8)
+
+
+def overlay(image, labels, palette, names, alpha=0.5):
+    """`blend` of the image, with a legend of the classes present (color, name, share)
+    in a panel to its right; the panel grows the canvas downward if it is taller."""
+    height, width = labels.shape
+    rows = [(palette[c], f"{names[c]} {100 * share:.1f}%")
+            for c, share in class_fractions(labels, len(names))]
+    row = int(np.clip(height / 20, 14, 36))
+    scale = 0.5 * row / 22  # Hershey simplex caps are about 22 px tall at scale 1
+    thickness = max(1, row // 18)
+    margin = row // 3
+    text_width = max(cv2.getTextSize(text, FONT, scale, thickness)[0][0] for _, text in rows)
+    panel_width = 3 * margin + (row - margin) + text_width
+    canvas = np.full((max(height, len(rows) * row + margin), width + panel_width, 3),
+                     LEGEND_BACKGROUND, np.uint8)
+    canvas[:height, :width] = blend(image, labels, palette, alpha)
+    for i, (color, text) in enumerate(rows):
+        top, left = margin + i * row, width + margin
+        swatch = (left + row - margin - 1, top + row - margin - 1)
+        cv2.rectangle(canvas, (left, top), swatch, tuple(int(v) for v in color), cv2.FILLED)
+        cv2.rectangle(canvas, (left, top), swatch, LEGEND_TEXT, 1)
+        baseline = top + (row - margin + cv2.getTextSize(text, FONT, scale, thickness)[0][1]) // 2
+        cv2.putText(canvas, text, (swatch[0] + margin + 1, baseline), FONT, scale, LEGEND_TEXT,
+                    thickness, cv2.LINE_AA)
+    return canvas
