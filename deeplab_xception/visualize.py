@@ -38,11 +38,15 @@ def blend(image, labels, palette, alpha):
     return np.rint(mixed).astype(np.uint8)
 
 
+def percent(share):
+    return f"{100 * share:.1f}%" if share >= 0.0005 else "<0.1%"
+
+
 def overlay(image, labels, palette, names, alpha=0.5):
     """`blend` of the image, with a legend of the classes present (color, name, share)
     in a panel to its right; the panel grows the canvas downward if it is taller."""
     height, width = labels.shape
-    rows = [(palette[c], f"{names[c]} {100 * share:.1f}%")
+    rows = [(palette[c], f"{names[c]} {percent(share)}")
             for c, share in class_fractions(labels, len(names))]
     row = int(np.clip(height / 20, 14, 36))
     scale = 0.5 * row / 22  # Hershey simplex caps are about 22 px tall at scale 1

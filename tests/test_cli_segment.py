@@ -176,6 +176,10 @@ def test_outputs_never_overwrite_inputs_or_each_other(files, tmp_path, capsys):
     assert main(["segment", str(files["photos"] / "camera.png"), str(copy / "camera.png"),
                  "--weights", files["weights"], "--output-dir", str(tmp_path / "out")]) == 2
     assert "same name as" in _stderr_lines(capsys)[0]
+    assert main(["segment", str(copy), "--weights", files["weights"],
+                 "--output-dir", str(copy / "camera.png")]) == 2
+    assert _stderr_lines(capsys)[0].endswith(
+        f"--output-dir: {copy / 'camera.png'} is a file, not a directory")
     assert not (tmp_path / "out").exists()
 
 

@@ -150,6 +150,8 @@ def run(args):
         raise UserError(f"--alpha: must be between 0 and 1, got {args.alpha:g}")
     if args.dataset and args.classes:
         raise UserError("--dataset and --classes: give one of them")
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        raise UserError(f"--output-dir: {args.output_dir} is a file, not a directory")
     images, failed = find_images(args.images)
     for problem in failed:
         report(problem)
@@ -214,6 +216,6 @@ def register(subparsers):
                         help="eval scales, probabilities averaged (e.g. 0.5 0.75 1 1.25 1.5 1.75)")
     parser.add_argument("--flip", action="store_true",
                         help="also average the left-right flipped pass")
-    parser.add_argument("--batch-size", type=int, default=1,
+    parser.add_argument("--batch-size", type=int, default=1, metavar="N",
                         help="images of one size run together, up to this many (default 1)")
     parser.set_defaults(run=run)
