@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from deeplab_xception.errors import UserError
 from deeplab_xception.layers import resize_align_corners, scale_dimension
 
 MEAN_PIXEL = 127.5
@@ -41,7 +42,7 @@ class Segmenter:
 
     def __init__(self, model, scales=(1.0,), flip=False):
         if not scales or any(s <= 0 for s in scales):
-            raise ValueError(f"scales: need positive scales, got {scales}")
+            raise UserError(f"--scales: must be positive, got {' '.join(f'{s:g}' for s in scales)}")
         self.model = model
         self.scales = tuple(float(s) for s in scales)
         self.flip = flip

@@ -152,7 +152,7 @@ def test_evaluate_command_writes_the_report(scratch_model, val_with_ignore, tmp_
     scratch_model.save(weights)
     out = tmp_path / "eval"
     assert main(["evaluate", "--weights", weights, "--data", val_with_ignore, "--split", "val",
-                 "--output-stride", "8", "--scales", "0.75,1.0", "--flip",
+                 "--output-stride", "8", "--scales", "0.75", "1.0", "--flip",
                  "--output-dir", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     expected, confusion = evaluate(scratch_model, load_dataset("generic", val_with_ignore, "val"),

@@ -1,17 +1,5 @@
 """`deeplab-xception evaluate`: mIoU and per-class IoU of a model on a dataset split."""
 
-import argparse
-
-
-def _scales(text):
-    try:
-        scales = tuple(float(s) for s in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not scales or min(scales) <= 0:
-        raise argparse.ArgumentTypeError(f"scales must be positive, got {text!r}")
-    return scales
-
 
 def register(subparsers):
     from segment.datasets import FORMATS
@@ -27,8 +15,8 @@ def register(subparsers):
                         help="COCO only: comma-separated category names (classes 1..K)")
     parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
                         help="evaluation output stride (default: the model's)")
-    parser.add_argument("--scales", type=_scales, default=(1.0,),
-                        help="comma-separated scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
+    parser.add_argument("--scales", type=float, nargs="+", default=(1.0,), metavar="S",
+                        help="eval scales, probabilities averaged (e.g. 0.5 0.75 1 1.25 1.5 1.75)")
     parser.add_argument("--flip", action="store_true", help="also average left-right flips")
     parser.add_argument("--output-dir", required=True,
                         help="where report.json, per_class_iou.txt and confusion_matrix.png go")
