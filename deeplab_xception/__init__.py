@@ -1,9 +1,26 @@
-"""DeepLabv3+ with modified Xception backbones, in Keras 3."""
+"""DeepLabv3+ with modified Xception backbones, in Keras 3.
+
+The public names load on first use, so `import deeplab_xception.cli` can set
+the environment (log levels, backend) before TensorFlow and Keras start.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-from deeplab_xception.backbones import VARIANTS, XceptionBackbone
-from deeplab_xception.classifier import XceptionClassifier
-from deeplab_xception.deeplab import DeepLabV3Plus
-from deeplab_xception.models import build_model, with_output_stride
-from deeplab_xception.weights import load_model
+_EXPORTS = {
+    "VARIANTS": "deeplab_xception.backbones",
+    "XceptionBackbone": "deeplab_xception.backbones",
+    "XceptionClassifier": "deeplab_xception.classifier",
+    "DeepLabV3Plus": "deeplab_xception.deeplab",
+    "build_model": "deeplab_xception.models",
+    "with_output_stride": "deeplab_xception.models",
+    "load_model": "deeplab_xception.weights",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'deeplab_xception' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

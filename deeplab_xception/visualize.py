@@ -9,6 +9,7 @@ from deeplab_xception.io import atomic_path
 LEGEND_BACKGROUND = (255, 255, 255)
 LEGEND_TEXT = (0, 0, 0)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+MIN_DISPLAY_SIZE = 256  # overlays are enlarged until their longer side reaches this
 
 
 def write_label_png(path, labels, palette):
@@ -42,10 +43,18 @@ def percent(share):
     return f"{100 * share:.1f}%" if share >= 0.0005 else "<0.1%"
 
 
+def enlarge_for_display(image):
+    """Pixel-replicates images under MIN_DISPLAY_SIZE by a whole factor so they stay legible."""
+    factor = max(1, -(-MIN_DISPLAY_SIZE // max(image.shape[:2])))
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
 def overlay(image, labels, palette, names, alpha=0.5):
-    """`blend` of the image, with a legend of the classes present (color, name, share)
-    in a panel to its right; the panel grows the canvas downward if it is taller."""
-    height, width = labels.shape
+    """`blend` of the image (enlarged when small), with a legend of the classes present
+    (color, name, share) in a panel to its right; the panel grows the canvas
+    downward if it is taller."""
+    blended = enlarge_for_display(blend(image, labels, palette, alpha))
+    height, width = blended.shape[:2]
     rows = [(palette[c], f"{names[c]} {percent(share)}")
             for c, share in class_fractions(labels, len(names))]
     row = int(np.clip(height / 20, 14, 36))
@@ -56,7 +65,7 @@ def overlay(image, labels, palette, names, alpha=0.5):
     panel_width = 3 * margin + (row - margin) + text_width
     canvas = np.full((max(height, len(rows) * row + margin), width + panel_width, 3),
                      LEGEND_BACKGROUND, np.uint8)
-    canvas[:height, :width] = blend(image, labels, palette, alpha)
+    canvas[:height, :width] = blended
     for i, (color, text) in enumerate(rows):
         top, left = margin + i * row, width + margin
         swatch = (left + row - margin - 1, top + row - margin - 1)

@@ -14,7 +14,7 @@ from deeplab_xception.cli import main
 from deeplab_xception.cli.segment import class_table, read_batches
 from deeplab_xception.inference import Segmenter
 from deeplab_xception.io import read_image
-from deeplab_xception.visualize import blend
+from deeplab_xception.visualize import MIN_DISPLAY_SIZE, blend, enlarge_for_display
 from segment.datasets import cityscapes, voc
 from segment.datasets.base import bit_palette
 
@@ -112,10 +112,11 @@ def test_every_format_gives_labels_overlay_and_json_in_one_trace(files, tmp_path
         classes_seen.update(c["index"] for c in report["classes"])
 
         drawn = cv2.cvtColor(cv2.imread(f"{stem}.overlay.png"), cv2.COLOR_BGR2RGB)
-        height, width = image.shape[:2]
+        shown = enlarge_for_display(blend(image, expected, voc.PALETTE, 0.4))
+        height, width = shown.shape[:2]
+        assert max(height, width) >= MIN_DISPLAY_SIZE > max(image.shape[:2])
         assert drawn.shape[0] >= height and drawn.shape[1] > width  # the legend is on the right
-        np.testing.assert_array_equal(drawn[:height, :width],
-                                      blend(image, expected, voc.PALETTE, 0.4))
+        np.testing.assert_array_equal(drawn[:height, :width], shown)
         legend = drawn[:, width:].reshape(-1, 3)
         for entry in report["classes"]:  # a swatch per class present
             assert (legend == voc.PALETTE[entry["index"]]).all(axis=1).any()

@@ -184,7 +184,7 @@ def test_jax_backend_agrees_with_tensorflow(tiny_model_file, tmp_path):
     script = (
         "import sys, numpy as np, keras, deeplab_xception\n"
         "assert keras.backend.backend() == 'jax'\n"
-        "m = keras.models.load_model(sys.argv[1])\n"
+        "m = deeplab_xception.load_model(sys.argv[1])\n"
         "np.save(sys.argv[3], keras.ops.convert_to_numpy(m(np.load(sys.argv[2]))))\n")
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, "-c", script, str(path), str(tmp_path / "images.npy"),

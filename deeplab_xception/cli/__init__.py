@@ -8,7 +8,7 @@ import sys
 from deeplab_xception.errors import UserError
 
 # Subcommand modules under deeplab_xception.cli, in the order `--help` lists them.
-COMMANDS = ("segment", "export", "classify", "convert", "budget", "finetune", "evaluate", "pretrain")
+COMMANDS = ("demo", "segment", "classify", "export", "convert", "budget", "pretrain", "finetune", "evaluate")
 
 
 def main(argv=None):
@@ -30,5 +30,8 @@ def main(argv=None):
 
 
 def entry_point():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TF's C++ logs (server start-up, a CUDA probe on machines without a GPU)
+    # are noise on a terminal; real failures still surface as Python errors.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     sys.exit(main())

@@ -1,0 +1,30 @@
+"""The README's first command: the whole pipeline on generated data."""
+
+import json
+
+import cv2
+import pytest
+
+from deeplab_xception.cli import main
+
+
+@pytest.mark.slow
+def test_demo_pretrains_finetunes_evaluates_and_draws(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for step in range(1, 7):
+        assert f"[{step}/6]" in printed
+    assert (out / "pretrain" / "model.keras").is_file()
+    report = json.loads((out / "evaluation" / "report.json").read_text())
+    chance = 1.0 / len(report["per_class_iou"])
+    assert report["mean_iou"] > 2 * chance
+    overlays = sorted((out / "segmented").glob("*.overlay.png"))
+    assert len(overlays) == 4 and all(cv2.imread(str(p)) is not None for p in overlays)
+    for name in ("budget.png", "evaluation/confusion_matrix.png"):
+        assert cv2.imread(str(out / name)) is not None
+
+
+def test_demo_rejects_no_workers(tmp_path, capsys):
+    assert main(["demo", "--output-dir", str(tmp_path), "--workers", "0"]) == 2
+    assert "--workers: must be at least 1" in capsys.readouterr().err
