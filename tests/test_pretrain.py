@@ -52,9 +52,10 @@ def test_single_process_learns_the_shapes_and_hands_off_the_backbone(shapes, tmp
     assert train(task, config.trainer) == 60
     events = [e for f in glob.glob(f"{tmp_path}/train/events*") for e in tf.compat.v1.train.summary_iterator(f)]
     losses = [float(tf.make_ndarray(v.tensor)) for e in events for v in e.summary.value if v.tag == "loss"]
-    assert len(losses) == 12 and np.mean(losses[-2:]) < 0.6 * np.mean(losses[:2]), losses
+    # Cross-entropy at chance over five logits is log(5); single batches are noisy.
+    assert len(losses) == 12 and np.mean(losses[-4:]) < 0.7 * np.log(5) < losses[0], losses
     results = evaluate(task, config.trainer, timeout=1)
-    assert results["60"]["top1"] >= 0.5, results  # four classes: chance is 0.25
+    assert results["60"]["top1"] >= 0.7, results  # four classes: chance is 0.25
 
     deeplab = build_model("deeplab", backbone="xception_tiny", num_classes=3, input_shape=(48, 48, 3))
     copied = load_matching_weights(deeplab, tmp_path / FINAL_MODEL)
@@ -71,11 +72,11 @@ def cluster_command(shapes, model_dir, steps):
             *overrides(shapes, model_dir, f"trainer.train_steps={steps}", "trainer.checkpoint_every=10")]
 
 
-def wait_for(path, job, timeout=240):
+def wait_for_checkpoint(model_dir, job, timeout=240):
     deadline = time.time() + timeout
-    while not os.path.exists(path):
+    while not tf.train.latest_checkpoint(str(model_dir)):
         assert job.processes["chief", 0].poll() is None, "the chief ended early"
-        assert time.time() < deadline, f"no {path} after {timeout} s"
+        assert time.time() < deadline, f"no checkpoint after {timeout} s"
         time.sleep(0.2)
 
 
@@ -85,13 +86,17 @@ def test_parameter_server_run_survives_a_dead_worker_and_ends_at_the_exact_step(
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
     with LocalCluster(cluster_command(shapes, tmp_path, 40), cluster_layout(2, 1), evaluators=1,
                       env=env) as job:
-        wait_for(tmp_path / "ckpt-10.index", job)
+        wait_for_checkpoint(tmp_path, job)
         job.processes["worker", 1].send_signal(signal.SIGKILL)
         assert job.wait(timeout=300) == 0
     assert final_step(tmp_path) == 40
     assert (tmp_path / FINAL_MODEL).is_file()
     results = json.loads((tmp_path / "eval_results.json").read_text())
-    assert results["40"]["top5"] == 1.0 and results["40"]["top1"] > 0.25
+    classifier = keras.saving.load_model(tmp_path / FINAL_MODEL)
+    config = load_config(PretrainConfig, TINY, overrides(shapes, tmp_path))
+    images, labels = zip(*data.eval_dataset(config.data, batch_size=16))
+    predicted = np.argmax(classifier.predict(np.concatenate(images), verbose=0), axis=-1)
+    np.testing.assert_allclose(results["40"]["top1"], np.mean(predicted == np.concatenate(labels)))
 
 
 @pytest.mark.slow
@@ -99,7 +104,7 @@ def test_a_restarted_chief_resumes_from_the_last_checkpoint(shapes, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
     log = open(tmp_path / "chief.log", "w")
     with LocalCluster(cluster_command(shapes, tmp_path, 30), cluster_layout(2, 1), env=env) as job:
-        wait_for(tmp_path / "ckpt-10.index", job)
+        wait_for_checkpoint(tmp_path, job)
         job.processes["chief", 0].kill()
         job.processes["chief", 0].wait()
         saved = final_step(tmp_path)

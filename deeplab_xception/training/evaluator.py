@@ -5,6 +5,7 @@ import os
 
 import tensorflow as tf
 
+from deeplab_xception.errors import UserError
 from deeplab_xception.io import atomic_path
 from deeplab_xception.training import state
 from deeplab_xception.training.config import TrainerConfig
@@ -13,13 +14,16 @@ RESULTS = "eval_results.json"
 
 
 def evaluate_checkpoint(task, model, batch_size):
-    """{metric name: value} of `model` over one pass of the task's eval data."""
+    """({metric name: value}, {summary name: images}) of `model` over one pass of the eval data."""
     metrics = task.metrics()
+    images = {}
     for features, labels in task.eval_dataset(batch_size):
         outputs = model(features, training=False)
         for metric in metrics:
             metric.update_state(labels, outputs)
-    return {metric.name: float(metric.result()) for metric in metrics}
+        if not images and hasattr(task, "image_summaries"):
+            images = task.image_summaries(features, labels, outputs) or {}
+    return {metric.name: float(metric.result()) for metric in metrics}, images
 
 
 def evaluate(task, config: TrainerConfig, timeout=None):
@@ -29,6 +33,8 @@ def evaluate(task, config: TrainerConfig, timeout=None):
     `<model_dir>/eval_results.json`; returns that dict keyed by step.
     `timeout` (seconds without a new checkpoint) ends the wait early.
     """
+    if not hasattr(task, "eval_dataset") or not hasattr(task, "metrics"):
+        raise UserError("the evaluator needs a task with eval_dataset and metrics")
     total_steps = config.total_steps()
     model = task.build_model()
     step = state.step_variable()
@@ -42,10 +48,12 @@ def evaluate(task, config: TrainerConfig, timeout=None):
     for path in tf.train.checkpoints_iterator(config.model_dir, timeout=timeout):
         checkpoint.restore(path).expect_partial()
         current = state.value(step)
-        values = evaluate_checkpoint(task, model, config.batch_size_per_replica)
+        values, images = evaluate_checkpoint(task, model, config.batch_size_per_replica)
         with writer.as_default(step=current):
             for name, value in values.items():
                 tf.summary.scalar(name, value)
+            for name, value in images.items():
+                tf.summary.image(name, value, max_outputs=4)
         writer.flush()
         results[str(current)] = values
         with atomic_path(results_path) as tmp:

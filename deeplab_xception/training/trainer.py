@@ -126,6 +126,7 @@ def train(task, config):
             tf.summary.scalar("loss", loss)
             tf.summary.scalar("learning_rate", lr)
             tf.summary.scalar("images_per_second", rate)
+        writer.flush()
         progress.update(now_step, [("loss", loss), ("lr", lr), ("img/s", rate)])
         mark_step, mark_time = now_step, time.time()
 
