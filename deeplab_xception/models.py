@@ -1,5 +1,7 @@
 """Building models by name: the entry point for code that does not want the classes."""
 
+import keras
+
 from deeplab_xception.backbones import XceptionBackbone
 from deeplab_xception.classifier import XceptionClassifier
 from deeplab_xception.deeplab import DeepLabV3Plus
@@ -9,7 +11,7 @@ TASKS = ("deeplab", "classifier", "backbone")
 
 def build_model(task="deeplab", backbone="xception_65", output_stride=None, num_classes=None,
                 multi_grid=None, depthwise_layout="checkpoint", input_shape=(None, None, 3),
-                **head_options):
+                batch_norm_momentum=None, **head_options):
     """An untrained model.
 
     task="deeplab": DeepLabv3+ (output stride 16 and 21 classes by default;
@@ -17,6 +19,8 @@ def build_model(task="deeplab", backbone="xception_65", output_stride=None, num_
     task="classifier": ImageNet classifier (output stride 32, 1001 classes for
     the modified variants, 1000 for "xception").
     task="backbone": the bare feature extractor.
+    `batch_norm_momentum` overrides the checkpoints' 0.9997 on every batch norm:
+    short runs need moving statistics that catch up within their few steps.
     """
     if task not in TASKS:
         raise ValueError(f"task: {task!r} is not one of {TASKS}")
@@ -25,13 +29,19 @@ def build_model(task="deeplab", backbone="xception_65", output_stride=None, num_
     encoder = XceptionBackbone(backbone, output_stride=output_stride, multi_grid=multi_grid,
                                depthwise_layout=depthwise_layout, input_shape=input_shape)
     if task == "backbone":
-        return encoder
-    if task == "classifier":
+        model = encoder
+    elif task == "classifier":
         if num_classes is None:
             num_classes = 1000 if backbone == "xception" else 1001
-        return XceptionClassifier(encoder, num_classes=num_classes, **head_options)
-    return DeepLabV3Plus(encoder, num_classes=21 if num_classes is None else num_classes,
-                         **head_options)
+        model = XceptionClassifier(encoder, num_classes=num_classes, **head_options)
+    else:
+        model = DeepLabV3Plus(encoder, num_classes=21 if num_classes is None else num_classes,
+                              **head_options)
+    if batch_norm_momentum is not None:
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = batch_norm_momentum
+    return model
 
 
 def with_output_stride(model, output_stride):

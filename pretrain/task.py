@@ -23,15 +23,10 @@ class ClassificationTask:
     def build_model(self):
         model = self.config.model
         size = self.config.data.image_size
-        classifier = build_model("classifier", backbone=model.backbone, num_classes=model.num_classes,
-                                 depthwise_layout=model.depthwise_layout, dropout=model.dropout,
-                                 activation=None, input_shape=(size, size, 3))
-        if model.batch_norm_momentum is not None:
-            # Short runs need moving statistics that catch up within their few steps.
-            for layer in classifier.layers:
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.momentum = model.batch_norm_momentum
-        return classifier
+        return build_model("classifier", backbone=model.backbone, num_classes=model.num_classes,
+                           depthwise_layout=model.depthwise_layout, dropout=model.dropout,
+                           activation=None, input_shape=(size, size, 3),
+                           batch_norm_momentum=model.batch_norm_momentum)
 
     def train_dataset(self, input_context, batch_size):
         return data.train_dataset(self.config.data, input_context, batch_size)

@@ -29,7 +29,8 @@ class SegmentationTask:
                 output_stride=model_config.output_stride, num_classes=len(self.classes),
                 multi_grid=model_config.multi_grid, depthwise_layout=model_config.depthwise_layout,
                 atrous_rates=model_config.atrous_rates, separable=model_config.separable,
-                decoder=model_config.decoder, dropout=model_config.dropout)
+                decoder=model_config.decoder, dropout=model_config.dropout,
+                batch_norm_momentum=model_config.batch_norm_momentum)
         except ValueError as e:
             raise UserError(f"model: {str(e).splitlines()[0]}") from None
         if self.config.init.weights:
@@ -37,8 +38,6 @@ class SegmentationTask:
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = model_config.fine_tune_batch_norm
-                if model_config.batch_norm_momentum is not None:
-                    layer.momentum = model_config.batch_norm_momentum
         return model
 
     def train_dataset(self, input_context, batch_size):

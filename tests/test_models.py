@@ -226,3 +226,12 @@ def test_segmenter_traces_once_for_images_of_many_sizes(tiny_model_file):
         images = np.zeros((1, height, width, 3), "uint8")
         assert segmenter.probabilities(images).shape == (1, height, width, 4)
     assert segmenter.logits_model.experimental_get_tracing_count() == 1
+
+
+def test_batch_norm_momentum_override_reaches_every_batch_norm():
+    model = build_model("deeplab", backbone="xception_tiny", batch_norm_momentum=0.9)
+    momenta = {l.momentum for l in model.layers if isinstance(l, keras.layers.BatchNormalization)}
+    assert momenta == {0.9}
+    default = build_model("classifier", backbone="xception_tiny")
+    assert {l.momentum for l in default.layers
+            if isinstance(l, keras.layers.BatchNormalization)} == {0.9997}
