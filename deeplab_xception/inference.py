@@ -11,19 +11,39 @@ MEAN_PIXEL = 127.5
 IGNORE_LABEL = 255
 
 
-def compiled_call(model):
-    """`model` as one inference function for every input size.
+class FrozenGraph:
+    """`model`'s inference as one TensorFlow graph, with the weights as constants.
 
-    On TensorFlow: one tf.function with unknown batch and spatial sizes, so
-    images of new sizes never retrace, and without XLA (its depthwise conv is
-    several times slower on CPU). Other backends call the model directly.
+    One graph with unknown batch and spatial sizes serves every image, so
+    images of new sizes never retrace. With the weights constant, TF's graph
+    optimizer folds each batch norm into its conv and fuses conv + bias + ReLU
+    (about 10% faster on CPU). No XLA: its depthwise conv is several times
+    slower on CPU. A snapshot: later changes to the model's weights do not reach it.
     """
+
+    def __init__(self, model):
+        import tensorflow as tf
+        from tensorflow.python.framework.convert_to_constants import (
+            convert_variables_to_constants_v2)
+
+        traced = tf.function(lambda images: model(images, training=False), jit_compile=False)
+        concrete = traced.get_concrete_function(tf.TensorSpec((None, None, None, 3), tf.float32))
+        self.function = convert_variables_to_constants_v2(concrete)
+
+    @property
+    def input_shape(self):
+        return tuple(self.function.inputs[0].shape)
+
+    def __call__(self, images):
+        return self.function(ops.convert_to_tensor(images, "float32"))[0]
+
+
+def compiled_call(model):
+    """`model` as one inference function for every input size: a FrozenGraph on
+    TensorFlow; other backends call the model directly."""
     if keras.backend.backend() != "tensorflow":
         return lambda images: model(images, training=False)
-    import tensorflow as tf
-
-    return tf.function(lambda images: model(images, training=False), jit_compile=False,
-                       input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)])
+    return FrozenGraph(model)
 
 
 def preprocess(images):
