@@ -14,24 +14,18 @@ from deeplab_xception import build_model
 from deeplab_xception.cli import main
 from deeplab_xception.inference import Segmenter, preprocess
 from deeplab_xception.io import read_image
+from helpers import randomize_weights
 from test_weights import official_arrays, write_official_checkpoint
-
-
-def _randomize(model, seed):
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        value = rng.normal(0.0, 0.2, w.shape)
-        w.assign((1.0 + np.abs(value) if "variance" in w.path else value).astype("float32"))
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     deeplab = build_model("deeplab", backbone="xception_tiny", num_classes=4)
-    _randomize(deeplab, seed=0)
+    randomize_weights(deeplab, seed=0, scale=0.2)
     deeplab.save(root / "deeplab.keras")
     classifier = build_model("classifier", backbone="xception_tiny", num_classes=6)
-    _randomize(classifier, seed=1)
+    randomize_weights(classifier, seed=1, scale=0.2)
     classifier.save(root / "classifier.keras")
     rng = np.random.default_rng(2)
     images = []

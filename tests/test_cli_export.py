@@ -7,14 +7,13 @@ from deeplab_xception import build_model
 from deeplab_xception.cli import main
 from deeplab_xception.inference import Segmenter
 from deeplab_xception.models import with_output_stride
+from helpers import randomize_weights
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     model = build_model("deeplab", backbone="xception_tiny", num_classes=3)
-    rng = np.random.default_rng(0)
-    model.set_weights([rng.normal(0, 0.2, w.shape).astype("float32") + ("variance" in w.path)
-                       for w in model.weights])
+    randomize_weights(model, scale=0.2)
     path = tmp_path_factory.mktemp("export") / "deeplab.keras"
     model.save(path)
     return str(path), model

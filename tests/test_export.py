@@ -8,14 +8,13 @@ from deeplab_xception import build_model
 from deeplab_xception.errors import UserError
 from deeplab_xception.export import export
 from deeplab_xception.inference import Segmenter
+from helpers import randomize_weights
 
 
 @pytest.fixture(scope="module")
 def model():
     model = build_model("deeplab", backbone="xception_tiny", num_classes=4)
-    rng = np.random.default_rng(0)
-    model.set_weights([rng.normal(0, 0.2, w.shape).astype("float32") + ("variance" in w.path)
-                       for w in model.weights])
+    randomize_weights(model, scale=0.2)
     return model
 
 

@@ -13,6 +13,7 @@ from deeplab_xception import build_model, with_output_stride
 from deeplab_xception.backbones import VARIANTS, XceptionBackbone, reachable_output_strides
 from deeplab_xception.inference import Segmenter
 from deeplab_xception.layers import resize_align_corners, scale_dimension
+from helpers import randomize_weights
 
 
 def count(weights):
@@ -32,22 +33,13 @@ def test_xception65_deeplab_matches_the_official_checkpoint_size(manifest):
     assert model.backbone.count_params() == manifest["backbone"]["num_elements"]
 
 
-def _random_weights(model, seed=0):
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        value = rng.normal(0.0, 0.1, w.shape)
-        if "variance" in w.path:
-            value = 1.0 + np.abs(value)
-        w.assign(value.astype("float32"))
-
-
 @pytest.mark.parametrize("fmt", ["weights.h5", "legacy.h5"])
 def test_classic_xception_loads_keras_applications_weights(tmp_path, fmt):
     from keras.src.legacy.saving import legacy_h5_format
     import h5py
 
     reference = keras.applications.Xception(weights=None)
-    _random_weights(reference)
+    randomize_weights(reference)
     path = tmp_path / f"xception.{fmt}"
     if fmt == "weights.h5":
         reference.save_weights(path)
@@ -163,7 +155,7 @@ def test_changing_output_stride_keeps_weights_and_rescales_rates():
 @pytest.fixture(scope="module")
 def tiny_model_file(tmp_path_factory):
     model = build_model("deeplab", backbone="xception_tiny", num_classes=4, output_stride=16)
-    _random_weights(model, seed=3)
+    randomize_weights(model, seed=3)
     path = tmp_path_factory.mktemp("model") / "tiny.keras"
     model.save(path)
     return model, path

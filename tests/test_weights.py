@@ -18,6 +18,7 @@ from deeplab_xception.deeplab import DeepLabV3Plus
 from deeplab_xception.errors import UserError
 from deeplab_xception.weights import ZOO, official_variables
 from deeplab_xception.weights.official import OFFICIAL_SCOPES
+from helpers import randomize_weights
 
 
 def _names_and_shapes(variables):
@@ -55,15 +56,6 @@ def test_backbone_and_classifier_names_are_the_imagenet_checkpoints(manifest, xc
     assert _mapping(XceptionClassifier(xception65, num_classes=1001)) == classifier
 
 
-def _randomize(model, seed=0):
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        value = rng.normal(0.0, 0.1, w.shape)
-        if "variance" in w.path:
-            value = 1.0 + np.abs(value)
-        w.assign(value.astype("float32"))
-
-
 def write_official_checkpoint(prefix, variables, slots=True):
     """Writes {name: array} the way the official trainer does: TF1 graph variables, a
     global step and Momentum slots, saved by tf.compat.v1.train.Saver."""
@@ -87,7 +79,7 @@ def official_arrays(model):
 def tiny_checkpoint(tmp_path_factory):
     """An xception_tiny DeepLabv3+ with random weights, saved in official names and as an archive."""
     model = build_model("deeplab", backbone="xception_tiny", num_classes=5, output_stride=16)
-    _randomize(model)
+    randomize_weights(model)
     directory = tmp_path_factory.mktemp("official") / "train_logdir"
     prefix = write_official_checkpoint(directory / "model.ckpt", official_arrays(model))
     archive = directory.parent / "deeplab_tiny_2024_01_01.tar.gz"
@@ -146,7 +138,7 @@ def test_output_stride_option_keeps_the_weights(tiny_checkpoint, tmp_path):
 def test_head_options_are_read_off_the_checkpoint(tmp_path):
     model = build_model("deeplab", backbone="xception_tiny", num_classes=3, decoder=False,
                         separable=False, depthwise_layout="plain")
-    _randomize(model, seed=2)
+    randomize_weights(model, seed=2)
     prefix = write_official_checkpoint(tmp_path / "model.ckpt", official_arrays(model), slots=False)
     loaded = load_model(prefix)
     assert (loaded.decoder, loaded.separable, loaded.backbone.depthwise_layout) == (False, False, "plain")
@@ -155,7 +147,7 @@ def test_head_options_are_read_off_the_checkpoint(tmp_path):
 
 def test_imagenet_backbone_starts_a_deeplab_and_a_classifier(tmp_path):
     classifier = build_model("classifier", backbone="xception_tiny", num_classes=7)
-    _randomize(classifier, seed=4)
+    randomize_weights(classifier, seed=4)
     held = official_arrays(classifier)
     prefix = write_official_checkpoint(tmp_path / "model.ckpt", held)
     loaded = load_model(prefix)
@@ -225,7 +217,7 @@ def test_zoo_records_are_complete():
 
 def test_keras_xception_weights_load_as_the_classic_classifier(tmp_path):
     reference = build_model("classifier", backbone="xception", num_classes=10)
-    _randomize(reference, seed=5)
+    randomize_weights(reference, seed=5)
     path = tmp_path / "xception.weights.h5"
     reference.save_weights(path)
     loaded = load_model(path, num_classes=10)
@@ -240,7 +232,7 @@ def test_keras_applications_notop_weights_load_as_the_classic_backbone(tmp_path)
     import h5py
 
     reference = keras.applications.Xception(weights=None, include_top=False)
-    _randomize(reference, seed=7)
+    randomize_weights(reference, seed=7)
     path = tmp_path / "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
     with h5py.File(path, "w") as f:  # the layout of the released file
         legacy_h5_format.save_weights_to_hdf5_group(f, reference)
@@ -253,7 +245,7 @@ def test_keras_applications_notop_weights_load_as_the_classic_backbone(tmp_path)
 @pytest.mark.slow
 def test_xception65_checkpoint_round_trip(tmp_path, manifest):
     model = build_model("deeplab", backbone="xception_65", num_classes=21)
-    _randomize(model, seed=6)
+    randomize_weights(model, seed=6)
     prefix = write_official_checkpoint(tmp_path / "model.ckpt", official_arrays(model), slots=False)
     shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
     assert {n: tuple(s) for n, s in shapes.items() if n != "global_step"} == _names_and_shapes(
