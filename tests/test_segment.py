@@ -26,7 +26,7 @@ TINY = os.path.join(os.path.dirname(__file__), "..", "configs", "segment_tiny.ya
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
     return write_synthetic_dataset(str(tmp_path_factory.mktemp("data") / "shapes"),
-                                   num_train=48, num_val=8, size=65, seed=0)
+                                   num_train=48, num_val=16, size=65, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,8 @@ def _background_only_miou(dataset):
 
 @pytest.fixture(scope="module")
 def scratch_model(shapes, tmp_path_factory):
-    return _finetune(shapes, str(tmp_path_factory.mktemp("scratch")))
+    # Twice the demo's steps: a run from scratch must clear the bars below every time.
+    return _finetune(shapes, str(tmp_path_factory.mktemp("scratch")), "trainer.train_steps=120")
 
 
 @pytest.mark.slow
