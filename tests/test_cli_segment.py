@@ -243,3 +243,14 @@ def test_class_names_default_by_class_count():
     names, palette = class_table(None, None, 5, "w.keras")
     assert names == ["class 0", "class 1", "class 2", "class 3", "class 4"]
     np.testing.assert_array_equal(palette, bit_palette(5))
+
+
+@pytest.mark.parametrize("command", ["segment", "evaluate"])
+def test_non_positive_scales_are_refused_by_name(command, files, tmp_path, capsys):
+    inputs = [str(files["photos"])] if command == "segment" else ["--data", str(tmp_path)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, *inputs, "--weights", files["weights"],
+              "--output-dir", str(tmp_path / "out"), "--scales", "1", "0"])
+    assert exit_info.value.code == 2
+    assert "argument --scales: scales must be positive, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

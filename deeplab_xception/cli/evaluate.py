@@ -1,5 +1,7 @@
 """`deeplab-xception evaluate`: mIoU and per-class IoU of a model on a dataset split."""
 
+from deeplab_xception.cli.options import add_eval_options
+
 
 def register(subparsers):
     from segment.datasets import FORMATS
@@ -13,11 +15,7 @@ def register(subparsers):
     parser.add_argument("--split", default="val")
     parser.add_argument("--categories", default="",
                         help="COCO only: comma-separated category names (classes 1..K)")
-    parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
-                        help="evaluation output stride (default: the model's)")
-    parser.add_argument("--scales", type=float, nargs="+", default=(1.0,), metavar="S",
-                        help="eval scales, probabilities averaged (e.g. 0.5 0.75 1 1.25 1.5 1.75)")
-    parser.add_argument("--flip", action="store_true", help="also average left-right flips")
+    add_eval_options(parser)
     parser.add_argument("--output-dir", required=True,
                         help="where report.json, per_class_iou.txt and confusion_matrix.png go")
     parser.set_defaults(run=run)

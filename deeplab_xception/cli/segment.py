@@ -8,6 +8,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
+from deeplab_xception.cli.options import add_eval_options
 from deeplab_xception.deeplab import DeepLabV3Plus
 from deeplab_xception.errors import UserError
 from deeplab_xception.inference import Segmenter
@@ -141,9 +142,6 @@ def report(message):
 
 
 def run(args):
-    if any(s <= 0 for s in args.scales):
-        scales = " ".join(f"{s:g}" for s in args.scales)
-        raise UserError(f"--scales: must be positive, got {scales}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size: must be at least 1, got {args.batch_size}")
     if not 0 <= args.alpha <= 1:
@@ -210,12 +208,7 @@ def register(subparsers):
                         help="also write <name>.json: the share of pixels of each class present")
     parser.add_argument("--save-probabilities", action="store_true",
                         help="also write <name>.npy: class probabilities, float32 H x W x classes")
-    parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
-                        help="backbone output stride (default: the model's)")
-    parser.add_argument("--scales", type=float, nargs="+", default=(1.0,), metavar="S",
-                        help="eval scales, probabilities averaged (e.g. 0.5 0.75 1 1.25 1.5 1.75)")
-    parser.add_argument("--flip", action="store_true",
-                        help="also average the left-right flipped pass")
+    add_eval_options(parser)
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",
                         help="images of one size run together, up to this many (default 1)")
     parser.set_defaults(run=run)
