@@ -59,8 +59,7 @@ def _background_only_miou(dataset):
 
 @pytest.fixture(scope="module")
 def scratch_model(shapes, tmp_path_factory):
-    # Twice the demo's steps: a run from scratch must clear the bars below every time.
-    return _finetune(shapes, str(tmp_path_factory.mktemp("scratch")), "trainer.train_steps=120")
+    return _finetune(shapes, str(tmp_path_factory.mktemp("scratch")))
 
 
 @pytest.mark.slow
