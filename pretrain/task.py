@@ -1,9 +1,9 @@
 """ImageNet classification as a `deeplab_xception.training.Task`.
 
 The trained classifier ends as `<model_dir>/model.keras`. Segmentation
-fine-tuning starts from it by layer name: `load_matching_weights(deeplab,
-"<model_dir>/model.keras")` (or `trainer.init_checkpoint`) copies every
-backbone layer into a DeepLabv3+ built by `build_model` on the same variant.
+fine-tuning starts from it by layer name (`init.weights`, or
+`deeplab_xception.weights.transfer.load_matching_weights`): every backbone
+layer is copied into a DeepLabv3+ built by `build_model` on the same variant.
 """
 
 import keras

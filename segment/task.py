@@ -6,9 +6,13 @@ import tensorflow as tf
 from deeplab_xception.errors import UserError
 from deeplab_xception.inference import IGNORE_LABEL
 from deeplab_xception.models import build_model
+from deeplab_xception.weights import load_model
+from deeplab_xception.weights.transfer import copy_matching_weights
 from segment import augment, pipeline, records
 from segment.datasets import load_dataset
-from segment.initial_weights import load_initial_weights
+
+
+LOGITS = "logits.semantic"
 
 
 class SegmentationTask:
@@ -34,11 +38,27 @@ class SegmentationTask:
         except ValueError as e:
             raise UserError(f"model: {str(e).splitlines()[0]}") from None
         if self.config.init.weights:
-            load_initial_weights(model, self.config.init.weights, self.config.init.last_layer)
+            self._copy_initial_weights(model)
         for layer in model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = model_config.fine_tune_batch_norm
         return model
+
+    def _copy_initial_weights(self, model):
+        """The backbone must come whole from `init.weights`; the head when it matches;
+        the logits only with `init.last_layer` and the same classes."""
+        init = self.config.init
+        source = load_model(init.weights)
+        backbone = [layer.name for layer in model.backbone.layers if layer.weights]
+        if not init.last_layer:
+            return copy_matching_weights(model, source, init.weights, required=backbone, skip={LOGITS})
+        if LOGITS not in {layer.name for layer in source.layers}:
+            raise UserError(f"{init.weights}: has no {LOGITS} layer to copy (init.last_layer)")
+        if source.num_classes != model.num_classes:
+            raise UserError(f"{init.weights}: the checkpoint has {source.num_classes} classes but "
+                            f"the class list has {model.num_classes}; set init.last_layer=false "
+                            "to start the logits afresh")
+        return copy_matching_weights(model, source, init.weights, required=[*backbone, LOGITS])
 
     def train_dataset(self, input_context, batch_size):
         data = self.config.data

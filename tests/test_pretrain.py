@@ -16,7 +16,8 @@ from deeplab_xception import build_model
 from deeplab_xception.cli import main
 from deeplab_xception.config import load_config
 from deeplab_xception.errors import UserError
-from deeplab_xception.training import FINAL_MODEL, load_matching_weights, train
+from deeplab_xception.training import FINAL_MODEL, train
+from deeplab_xception.weights.transfer import load_matching_weights
 from deeplab_xception.training.evaluator import evaluate
 from deeplab_xception.training.launcher import LocalCluster, cluster_layout
 from pretrain import data, synthetic

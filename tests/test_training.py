@@ -6,16 +6,18 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from deeplab_xception import build_model
 from deeplab_xception.errors import UserError
-from deeplab_xception.training import ScheduleConfig, TrainerConfig, cluster, launcher
+from deeplab_xception.training import FINAL_MODEL, ScheduleConfig, TrainerConfig, cluster, launcher, train
 from deeplab_xception.training.optimization import decayed_kernels, learning_rate, weight_decay
 
 from conftest import REPO
+from helpers import randomize_weights
 
 
 def test_exponential_schedule_is_the_staircase_of_the_xception_recipe():
@@ -122,3 +124,44 @@ def test_mirrored_strategy_trains_two_replicas_on_twice_the_batch(tmp_path):
             rates.update({event.step: float(tf.make_ndarray(v.tensor))
                           for v in event.summary.value if v.tag == "learning_rate"})
     np.testing.assert_allclose([rates[3], rates[6]], [0.05, 0.05 * 0.94], rtol=1e-6)
+
+
+class _OneBatchTask:
+    """A tiny classifier on one random batch: enough to drive the loop."""
+
+    def __init__(self, size=33, batch=2, classes=5):
+        rng = np.random.default_rng(0)
+        self.size, self.classes = size, classes
+        self.batch = (rng.uniform(-1, 1, (batch, size, size, 3)).astype("float32"),
+                      rng.integers(0, classes, (batch,)).astype("int32"))
+
+    def build_model(self):
+        return build_model("classifier", backbone="xception_tiny", num_classes=self.classes,
+                           input_shape=(self.size, self.size, 3))
+
+    def train_dataset(self, input_context, batch_size):
+        return tf.data.Dataset.from_tensors(self.batch).repeat()
+
+    def loss(self, labels, outputs):
+        return tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(labels, outputs))
+
+
+def test_init_checkpoint_warm_starts_the_run_by_layer_name(tmp_path):
+    task = _OneBatchTask()
+    source = task.build_model()
+    randomize_weights(source, seed=3)
+    source.save(tmp_path / "source.keras")
+    config = TrainerConfig(model_dir=str(tmp_path / "run"), train_steps=1, batch_size_per_replica=2,
+                           learning_rate=ScheduleConfig(name="constant", initial=0.0),
+                           init_checkpoint=str(tmp_path / "source.keras"))
+    train(task, config)
+    trained = keras.saving.load_model(tmp_path / "run" / FINAL_MODEL)
+    # A zero learning rate leaves the kernels where the warm start put them.
+    for name in ("entry_flow.conv1_1", "logits"):
+        np.testing.assert_array_equal(trained.get_layer(name).weights[0].numpy(),
+                                      source.get_layer(name).weights[0].numpy())
+
+    config.model_dir, config.init_checkpoint = str(tmp_path / "run2"), str(tmp_path / "missing.keras")
+    with pytest.raises(UserError, match="missing.keras: no such file"):
+        train(task, config)
+    assert not (tmp_path / "run2" / FINAL_MODEL).exists()

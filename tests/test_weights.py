@@ -1,4 +1,4 @@
-"""Official checkpoint names, reading real TF1 checkpoints, and `load_model` on every source."""
+"""Official checkpoint names, reading real TF1 checkpoints, `load_model` on every source, weights copied by name."""
 
 import functools
 import http.server
@@ -18,6 +18,7 @@ from deeplab_xception.deeplab import DeepLabV3Plus
 from deeplab_xception.errors import UserError
 from deeplab_xception.weights import ZOO, official_variables
 from deeplab_xception.weights.official import OFFICIAL_SCOPES
+from deeplab_xception.weights.transfer import copy_matching_weights, load_matching_weights
 from helpers import randomize_weights
 
 
@@ -253,3 +254,41 @@ def test_xception65_checkpoint_round_trip(tmp_path, manifest):
     loaded = load_model(prefix)
     images = np.random.default_rng(0).uniform(-1, 1, (1, 65, 65, 3)).astype("float32")
     np.testing.assert_allclose(loaded(images), model(images), atol=1e-4)
+
+
+def test_matching_weights_fill_the_backbone_and_leave_the_head(tmp_path):
+    classifier = build_model("classifier", backbone="xception_tiny", num_classes=5, input_shape=(33, 33, 3))
+    randomize_weights(classifier, seed=1)
+    classifier.save(tmp_path / "classifier.keras")
+    deeplab = build_model("deeplab", backbone="xception_tiny", num_classes=3, input_shape=(33, 33, 3))
+    backbone = [layer.name for layer in deeplab.backbone.layers if layer.weights]
+    head = {layer.name: [w.numpy() for w in layer.weights] for layer in deeplab.layers
+            if layer.weights and layer.name not in backbone}
+    copied = load_matching_weights(deeplab, str(tmp_path / "classifier.keras"), required=backbone)
+    assert sorted(copied) == sorted(backbone)
+    for name in backbone:
+        for ours, theirs in zip(deeplab.get_layer(name).weights, classifier.get_layer(name).weights):
+            np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    for name, before in head.items():
+        for ours, value in zip(deeplab.get_layer(name).weights, before):
+            np.testing.assert_array_equal(ours.numpy(), value)
+
+    with pytest.raises(UserError, match=f"classifier.keras: has no layer {next(iter(head))}"):
+        load_matching_weights(deeplab, str(tmp_path / "classifier.keras"), required=list(head))
+
+
+def test_matching_weights_skip_or_refuse_other_shapes():
+    source = build_model("deeplab", backbone="xception_tiny", num_classes=4, input_shape=(33, 33, 3))
+    randomize_weights(source, seed=2)
+    model = build_model("deeplab", backbone="xception_tiny", num_classes=3, input_shape=(33, 33, 3))
+    weighted = [layer.name for layer in model.layers if layer.weights]
+    copied = copy_matching_weights(model, source, "four.keras")
+    assert sorted(copied) == sorted(set(weighted) - {"logits.semantic"})
+    with pytest.raises(UserError, match=r"four.keras: layer logits.semantic has shapes \[\(1, 1, \d+, 4\)"):
+        copy_matching_weights(model, source, "four.keras", required=["logits.semantic"])
+    assert copy_matching_weights(model, source, "four.keras", skip={"decoder.feature_projection0"}) \
+        == [name for name in copied if name != "decoder.feature_projection0"]
+
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="dense_other")])
+    with pytest.raises(UserError, match="other.keras: no layer matches the model by name and shape"):
+        copy_matching_weights(model, other, "other.keras")

@@ -8,4 +8,3 @@ and `TF_CONFIG` choose.
 from deeplab_xception.training.config import OptimizerConfig, ScheduleConfig, TrainerConfig
 from deeplab_xception.training.task import Task
 from deeplab_xception.training.trainer import FINAL_MODEL, train
-from deeplab_xception.training.warm_start import load_matching_weights

@@ -54,7 +54,7 @@ class TrainerConfig:
     keep_checkpoints: int = 5
     summary_every: int = 100              # steps
     strategy: str = "default"
-    init_checkpoint: str = ""             # warm start (.keras / .weights.h5), matched by layer name
+    init_checkpoint: str = ""             # warm start from what load_model opens, layer by layer by name
     synchronized_batch_norm: bool = True  # for the synchronous multi-replica strategies
     seed: int = 0
 

@@ -19,7 +19,7 @@ from deeplab_xception.training import cluster, evaluator, state
 from deeplab_xception.training.optimization import (
     decayed_kernels, learning_rate, make_optimizer, weight_decay)
 from deeplab_xception.training.strategy import make_strategy
-from deeplab_xception.training.warm_start import load_matching_weights
+from deeplab_xception.weights.transfer import load_matching_weights
 
 FINAL_MODEL = "model.keras"
 
