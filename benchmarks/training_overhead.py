@@ -28,7 +28,7 @@ trainer's run (bare, ours, bare), to share any drift in machine load. The
 second half starts with one untimed step: the first bare step after the
 trainer's run is several times slower (its cached kernels were evicted).
 
-    python benchmarks/training_overhead.py --config pretrain segment --steps 4
+    python benchmarks/training_overhead.py --warmup 2 --steps 8
 """
 
 import argparse
@@ -198,7 +198,7 @@ def main():
     parser.add_argument("--segment-batch-size", type=int,
                         help="segment batch when both configs run (default 4)")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                       "results", "training_overhead.json"))
