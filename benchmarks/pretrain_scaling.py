@@ -6,7 +6,7 @@ running configs/pretrain_tiny.yaml; throughput is the median of the chief's
 also records the parameter bytes of the paper's xception_65 classifier, from
 which docs/pretraining.md derives the PS capacity of the 50-worker job.
 
-    python benchmarks/pretrain_scaling.py --workers 1 2 3 --steps 60 --out scaling.json
+    python benchmarks/pretrain_scaling.py --workers 1 2 3 --steps 60
 """
 
 import argparse
@@ -58,7 +58,8 @@ def main():
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--out", default="pretrain_scaling.json")
+    parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results",
+                                                      "pretrain_scaling.json"))
     args = parser.parse_args()
     paper_model = build_model("classifier", backbone="xception_65")
     results = {
@@ -84,7 +85,11 @@ def main():
     with atomic_path(args.out) as tmp:
         with open(tmp, "w") as f:
             json.dump(results, f, indent=1)
-    print(json.dumps(results, indent=1))
+    print(f"\n{'workers':>7} {'images/s':>9} {'per worker':>10} {'efficiency':>10}")
+    for point in results["points"]:
+        print(f"{point['workers']:>7} {point['images_per_second']:>9.1f} {point['per_worker']:>10.1f} "
+              f"{point['scaling_efficiency']:>10.2f}")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
