@@ -59,7 +59,8 @@ def main():
     parser.add_argument("--size", type=int, default=513)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--output-strides", type=int, nargs="+", default=[16, 8])
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs at batch 1")
+    parser.add_argument("--repeats", type=int, default=7,
+                        help="timed runs at batch 1; repeats / batch, at least 3, at larger batches")
     parser.add_argument("--peer-python", default=".venv-peer/bin/python",
                         help="python of an environment with benchmarks/requirements-peer.txt")
     parser.add_argument("--output", default="benchmarks/results/inference_cpu.json")
@@ -71,7 +72,7 @@ def main():
         blocks = count_multiply_adds(model, (args.size, args.size))
         multiply_adds = sum(exact for _, exact in blocks.values())
         for batch in args.batches:
-            repeats = max(2, args.repeats // batch)
+            repeats = max(3, args.repeats // batch)
             ours = timings([s / batch for s in time_ours(model, batch, args.size, repeats)])
             row = {"output_stride": output_stride, "batch": batch, "input_size": args.size,
                    "multiply_adds_per_image": multiply_adds, "ours_seconds_per_image": ours,

@@ -78,6 +78,8 @@ class DeepLabV3Plus(keras.Model):
     `atrous_rates=None` follows the backbone's output stride.
     """
 
+    LOGITS = "logits.semantic"  # the official `logits/semantic` scope
+
     def __init__(self, backbone, num_classes=21, atrous_rates=None, separable=True,
                  decoder=True, dropout=0.1, upsample_logits=True, **kwargs):
         if num_classes < 1:
@@ -89,7 +91,7 @@ class DeepLabV3Plus(keras.Model):
         x = _aspp(backbone.output, rates, separable, dropout)
         if decoder:
             x = _decoder(x, backbone.pyramid_outputs[4], separable)
-        logits = layers.Conv2D(num_classes, 1, use_bias=True, name="logits.semantic",
+        logits = layers.Conv2D(num_classes, 1, use_bias=True, name=self.LOGITS,
                                kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.01))(x)
         if upsample_logits:
             logits = ResizeLike(name="logits.resize")(logits, backbone.input)

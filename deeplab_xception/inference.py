@@ -67,7 +67,7 @@ class Segmenter:
         self.scales = tuple(float(s) for s in scales)
         self.flip = flip
         self.logits_model = compiled_call(
-            keras.Model(model.input, model.get_layer("logits.semantic").output))
+            keras.Model(model.input, model.get_layer(model.LOGITS).output))
         self.logits_stride = model.logits_stride
 
     def _logits(self, images, height, width, scale):

@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from deeplab_xception.deeplab import DeepLabV3Plus
 from deeplab_xception.errors import UserError
 from deeplab_xception.inference import IGNORE_LABEL
 from deeplab_xception.models import build_model
@@ -11,8 +12,7 @@ from deeplab_xception.weights.transfer import copy_matching_weights
 from segment import augment, pipeline, records
 from segment.datasets import load_dataset
 
-
-LOGITS = "logits.semantic"
+LOGITS = DeepLabV3Plus.LOGITS
 
 
 class SegmentationTask:
