@@ -23,7 +23,7 @@ from deeplab_xception import build_model  # noqa: E402
 from deeplab_xception.budget import count_multiply_adds  # noqa: E402
 from deeplab_xception.deeplab import default_atrous_rates  # noqa: E402
 from deeplab_xception.inference import compiled_call  # noqa: E402
-from deeplab_xception.io import atomic_path  # noqa: E402
+from deeplab_xception.io import write_json  # noqa: E402
 
 PEAK_FMA_GFLOPS = 204.0  # a plain FMA loop on two cores of this machine kind
 
@@ -89,9 +89,7 @@ def main():
     report = {"machine": {"cpus": threads, "platform": platform.platform(),
                           "processor": platform.processor()},
               "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "rows": rows}
-    with atomic_path(args.output) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=1)
+    write_json(args.output, report, indent=1)
 
 
 def format_row(row):

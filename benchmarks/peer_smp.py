@@ -7,7 +7,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 

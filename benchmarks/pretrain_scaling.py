@@ -20,7 +20,7 @@ import tempfile
 import tensorflow as tf
 
 from deeplab_xception import build_model
-from deeplab_xception.io import atomic_path
+from deeplab_xception.io import write_json
 from deeplab_xception.training.launcher import LocalCluster, cluster_layout
 from pretrain import synthetic
 
@@ -82,9 +82,7 @@ def main():
     base = results["points"][0]["per_worker"]
     for point in results["points"]:
         point["scaling_efficiency"] = point["per_worker"] / base
-    with atomic_path(args.out) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=1)
+    write_json(args.out, results, indent=1)
     print(f"\n{'workers':>7} {'images/s':>9} {'per worker':>10} {'efficiency':>10}")
     for point in results["points"]:
         print(f"{point['workers']:>7} {point['images_per_second']:>9.1f} {point['per_worker']:>10.1f} "

@@ -35,7 +35,6 @@ import argparse
 import contextlib
 import glob
 import io
-import json
 import os
 import platform
 import statistics
@@ -46,7 +45,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from deeplab_xception.io import atomic_path
+from deeplab_xception.io import write_json
 from deeplab_xception.training import TrainerConfig, train
 from deeplab_xception.training.optimization import decayed_kernels, weight_decay
 
@@ -230,9 +229,7 @@ def main():
     record = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
               "tensorflow": tf.__version__, "keras": keras.__version__,
               "strategy": "default", "results": results}
-    with atomic_path(args.out) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(record, f, indent=2)
+    write_json(args.out, record)
     print(f"wrote {args.out}")
 
 

@@ -3,7 +3,7 @@
 import keras
 from keras import layers
 
-from deeplab_xception.backbones import XceptionBackbone
+from deeplab_xception.backbones import XceptionBackbone  # noqa: F401  (registered, for from_config)
 
 
 @keras.saving.register_keras_serializable(package="deeplab_xception")

@@ -1,6 +1,7 @@
 """File I/O every job shares: images through OpenCV, and writes that never leave half a file."""
 
 import contextlib
+import json
 import os
 import tempfile
 
@@ -64,3 +65,9 @@ def save_npy(path, array):
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, array)
+
+
+def write_json(path, data, indent=2):
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=indent)

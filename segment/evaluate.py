@@ -1,6 +1,5 @@
 """mIoU and per-class IoU of a DeepLabV3Plus on a dataset split, at the original image sizes."""
 
-import json
 import os
 
 import keras
@@ -10,7 +9,7 @@ from tqdm import tqdm
 
 from deeplab_xception.errors import UserError
 from deeplab_xception.inference import IGNORE_LABEL, Segmenter
-from deeplab_xception.io import atomic_path
+from deeplab_xception.io import atomic_path, write_json
 from deeplab_xception.models import with_output_stride
 
 matplotlib.use("Agg")
@@ -82,9 +81,8 @@ def plot_confusion(path, confusion, classes):
 
 def write_report(output_dir, report, confusion, classes):
     """report.json, per_class_iou.txt and confusion_matrix.png, each written atomically."""
-    with atomic_path(os.path.join(output_dir, "report.json")) as tmp:
-        with open(tmp, "w") as f:
-            json.dump({**report, "confusion_matrix": confusion.tolist()}, f, indent=2)
+    write_json(os.path.join(output_dir, "report.json"),
+               {**report, "confusion_matrix": confusion.tolist()})
     with atomic_path(os.path.join(output_dir, "per_class_iou.txt")) as tmp:
         with open(tmp, "w") as f:
             f.write(format_table(report))

@@ -6,7 +6,6 @@ overlays, each step through the same commands a user runs.
 """
 
 import glob
-import os
 import pathlib
 import time
 

@@ -1,7 +1,6 @@
 """`deeplab-xception segment`: label maps, overlays and class shares for images of any size."""
 
 import glob
-import json
 import os
 import sys
 
@@ -12,7 +11,7 @@ from deeplab_xception.cli.options import add_eval_options
 from deeplab_xception.deeplab import DeepLabV3Plus
 from deeplab_xception.errors import UserError
 from deeplab_xception.inference import Segmenter
-from deeplab_xception.io import atomic_path, read_image, save_npy, write_image
+from deeplab_xception.io import read_image, save_npy, write_image, write_json
 from deeplab_xception.visualize import class_fractions, overlay, write_label_png
 from deeplab_xception.weights import load_model
 
@@ -130,9 +129,8 @@ def write_outputs(plan, path, image, probabilities, names, palette, alpha):
     if "json" in plan:
         classes = [{"index": c, "name": names[c], "fraction": f}
                    for c, f in class_fractions(labels, len(names))]
-        with atomic_path(plan["json"]) as tmp, open(tmp, "w") as f:
-            json.dump({"image": path, "height": labels.shape[0], "width": labels.shape[1],
-                       "labels": plan["labels"], "classes": classes}, f, indent=2)
+        write_json(plan["json"], {"image": path, "height": labels.shape[0], "width": labels.shape[1],
+                                  "labels": plan["labels"], "classes": classes})
     if "probabilities" in plan:
         save_npy(plan["probabilities"], probabilities.astype(np.float32))
 

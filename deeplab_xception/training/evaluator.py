@@ -6,7 +6,7 @@ import os
 import tensorflow as tf
 
 from deeplab_xception.errors import UserError
-from deeplab_xception.io import atomic_path
+from deeplab_xception.io import write_json
 from deeplab_xception.training import state
 from deeplab_xception.training.config import TrainerConfig
 
@@ -56,9 +56,7 @@ def evaluate(task, config: TrainerConfig, timeout=None):
                 tf.summary.image(name, value, max_outputs=4)
         writer.flush()
         results[str(current)] = values
-        with atomic_path(results_path) as tmp:
-            with open(tmp, "w") as f:
-                json.dump(results, f, indent=1)
+        write_json(results_path, results, indent=1)
         print(f"step {current}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()), flush=True)
         if current >= total_steps:
             break
