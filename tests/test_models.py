@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from deeplab_xception import build_model, with_output_stride
 from deeplab_xception.backbones import VARIANTS, XceptionBackbone, reachable_output_strides
-from deeplab_xception.inference import Segmenter
+from deeplab_xception.inference import Segmenter, fold_batch_norms
 from deeplab_xception.layers import resize_align_corners, scale_dimension
 from helpers import randomize_weights
 
@@ -176,12 +176,16 @@ def test_jax_backend_agrees_with_tensorflow(tiny_model_file, tmp_path):
     script = (
         "import sys, numpy as np, keras, deeplab_xception\n"
         "assert keras.backend.backend() == 'jax'\n"
+        "from deeplab_xception.inference import compiled_call\n"
         "m = deeplab_xception.load_model(sys.argv[1])\n"
-        "np.save(sys.argv[3], keras.ops.convert_to_numpy(m(np.load(sys.argv[2]))))\n")
+        "x = np.load(sys.argv[2])\n"
+        "np.save(sys.argv[3], keras.ops.convert_to_numpy(m(x)))\n"
+        "np.save(sys.argv[4], keras.ops.convert_to_numpy(compiled_call(m)(x)))\n")
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, "-c", script, str(path), str(tmp_path / "images.npy"),
-                    str(tmp_path / "out.npy")], check=True, env=env)
+                    str(tmp_path / "out.npy"), str(tmp_path / "folded.npy")], check=True, env=env)
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), model(images), atol=2e-4)
+    np.testing.assert_allclose(np.load(tmp_path / "folded.npy"), model(images), atol=2e-4)
 
 
 def test_single_scale_segmenter_is_the_models_softmax(tiny_model_file):
@@ -219,6 +223,27 @@ def test_segmenter_runs_one_graph_for_images_of_every_size(tiny_model_file):
     for height, width in [(33, 41), (57, 35), (64, 64)]:
         images = np.random.default_rng(height).uniform(-1, 1, (2, height, width, 3)).astype("float32")
         np.testing.assert_allclose(segmenter.logits_model(images), logits_layer(images), atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["checkpoint", "paper", "plain"])
+def test_folding_batch_norms_into_convs_keeps_the_outputs(layout):
+    model = build_model("deeplab", backbone="xception_tiny", num_classes=4, depthwise_layout=layout,
+                        input_shape=(None, None, 3))
+    randomize_weights(model, seed=4)
+    folded = fold_batch_norms(model)
+
+    def count(m, kind):
+        return sum(isinstance(layer, kind) for layer in m.layers)
+
+    def biased_convs(m):
+        return sum(getattr(layer, "use_bias", False) for layer in m.layers
+                   if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)))
+
+    assert count(model, keras.layers.BatchNormalization) > 0
+    assert count(folded, keras.layers.BatchNormalization) == 0
+    assert biased_convs(folded) == biased_convs(model) + count(model, keras.layers.BatchNormalization)
+    images = np.random.default_rng(1).uniform(-1, 1, (2, 37, 45, 3)).astype("float32")
+    np.testing.assert_allclose(folded(images), model(images), rtol=1e-4, atol=1e-5)
 
 
 def test_batch_norm_momentum_override_reaches_every_batch_norm():

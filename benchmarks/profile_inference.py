@@ -1,0 +1,83 @@
+"""Where CPU inference time goes: per-op-type time of the frozen DeepLabv3+ graph, as JSON.
+
+Runs the graph the CLI runs (`compiled_call`: batch norms folded, weights
+frozen) through a TensorFlow session with full tracing, which records every
+kernel's time after TensorFlow's graph optimizer has fused what it fuses, and
+sums them by op type. `--no-fold` profiles the frozen graph without the
+package's batch-norm folding, to compare. Times are means over the traced runs;
+shares are of the summed kernel time (one op at a time on these two cores, so
+close to the wall time).
+
+    python benchmarks/profile_inference.py --output-stride 16
+"""
+
+import argparse
+import collections
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from deeplab_xception import build_model  # noqa: E402
+from deeplab_xception.inference import FrozenGraph, fold_batch_norms  # noqa: E402
+from deeplab_xception.io import write_json  # noqa: E402
+
+
+def op_type(node_stats):
+    """'name = OpType(inputs)' in the trace's label; the kernel actually run."""
+    label = node_stats.timeline_label
+    return label.split(" = ", 1)[1].split("(", 1)[0] if " = " in label else node_stats.node_name
+
+
+def profile(function, images, runs):
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.import_graph_def(function.graph.as_graph_def(), name="")
+    feed, fetch = function.inputs[0].name, function.outputs[0].name
+    per_op = collections.Counter()
+    walls = []
+    options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
+    with tf.compat.v1.Session(graph=graph) as session:
+        session.run(fetch, {feed: images})
+        for _ in range(runs):
+            metadata = tf.compat.v1.RunMetadata()
+            start = time.perf_counter()
+            session.run(fetch, {feed: images}, options=options, run_metadata=metadata)
+            walls.append(time.perf_counter() - start)
+            for device in metadata.step_stats.dev_stats:
+                for node in device.node_stats:
+                    per_op[op_type(node)] += node.all_end_rel_micros / 1e6 / runs
+    return per_op, walls
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output-stride", type=int, default=16)
+    parser.add_argument("--size", type=int, default=513)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-fold", action="store_true", help="skip the package's batch-norm folding")
+    parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--output", default="benchmarks/results/profile_inference.json")
+    args = parser.parse_args()
+    model = build_model("deeplab", backbone="xception_65", output_stride=args.output_stride)
+    function = FrozenGraph(model if args.no_fold else fold_batch_norms(model)).function
+    images = np.random.default_rng(0).uniform(-1, 1, (1, args.size, args.size, 3)).astype("float32")
+    per_op, walls = profile(function, images, args.runs)
+    total = sum(per_op.values())
+    rows = [{"op": op, "seconds": seconds, "share": seconds / total}
+            for op, seconds in per_op.most_common()]
+    print(f"{'op':<36} {'ms':>8} {'share':>6}")
+    for row in rows[:args.top]:
+        print(f"{row['op']:<36} {1e3 * row['seconds']:>8.1f} {100 * row['share']:>5.1f}%")
+    print(f"{'all kernels':<36} {1e3 * total:>8.1f}   wall median {1e3 * float(np.median(walls)):.1f} ms")
+    report = {"output_stride": args.output_stride, "size": args.size, "folded": not args.no_fold,
+              "runs": args.runs, "wall_seconds": walls, "kernel_seconds": total, "ops": rows}
+    write_json(args.output, report, indent=1)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
