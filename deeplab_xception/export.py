@@ -1,8 +1,9 @@
 """Exports a DeepLabv3+ as a self-contained segmenter: uint8 image in, labels and probabilities out.
 
 The exported graph holds the package's preprocessing (x * 2/255 - 1) and the
-align-corners upsampling, so a runtime needs nothing but the file. Keras'
-own exporters write each format.
+align-corners upsampling, so a runtime needs nothing but the file, and every
+batch norm folded into its conv, as the CLI's inference runs. Keras' own
+exporters write each format.
 """
 
 import os
@@ -12,6 +13,7 @@ import keras
 from keras import ops
 
 from deeplab_xception.errors import UserError
+from deeplab_xception.inference import fold_batch_norms
 
 FORMATS = {"saved_model": "tf_saved_model", "tflite": "litert", "onnx": "onnx"}
 
@@ -51,7 +53,7 @@ def serving_model(model, image_size=None):
     height, width = image_size or (None, None)
     images = keras.Input((height, width, 3), batch_size=1 if image_size else None,
                          dtype="uint8", name="images")
-    logits = model(Preprocess(name="preprocess")(images))
+    logits = fold_batch_norms(model)(Preprocess(name="preprocess")(images))
     probabilities = keras.layers.Softmax(name="probabilities")(logits)
     labels = ArgMax(name="labels")(probabilities)
     return keras.Model(images, {"labels": labels, "probabilities": probabilities},

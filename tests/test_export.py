@@ -1,12 +1,13 @@
 """Each export loads in its own runtime and agrees with the Keras model."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from deeplab_xception import build_model
 from deeplab_xception.errors import UserError
-from deeplab_xception.export import export
+from deeplab_xception.export import export, serving_model
 from deeplab_xception.inference import Segmenter
 from helpers import randomize_weights
 
@@ -26,6 +27,15 @@ def check(labels, probabilities, model, x):
     expected = Segmenter(model).probabilities(x)
     np.testing.assert_allclose(probabilities, expected, atol=1e-4)
     assert (labels == expected.argmax(-1)).mean() > 0.999
+
+
+def test_exported_graph_has_its_batch_norms_folded(model):
+    def batch_norms(m):
+        return sum(batch_norms(layer) if isinstance(layer, keras.Model)
+                   else isinstance(layer, keras.layers.BatchNormalization) for layer in m.layers)
+
+    assert batch_norms(model) > 0
+    assert batch_norms(serving_model(model)) == 0
 
 
 def test_saved_model_takes_any_image_size(model, tmp_path):
