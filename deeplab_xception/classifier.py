@@ -13,20 +13,25 @@ class XceptionClassifier(keras.Model):
     The classic variant ends like keras.applications.Xception (Dense
     "predictions"); the modified ones like the official DeepLab graph (dropout
     then a 1x1 conv "logits" with bias, 1001 classes with background at 0).
-    `activation=None` returns logits, which is what training wants.
+    `activation=None` returns logits, which is what training wants. The pooling
+    runs in the backbone's dtype policy; the classifier layer and everything
+    after it in float32.
     """
 
     def __init__(self, backbone, num_classes=1001, activation="softmax", dropout=0.5, **kwargs):
         self.backbone = backbone
-        x = layers.GlobalAveragePooling2D(name="avg_pool", keepdims=backbone.variant != "xception")(
-            backbone.output)
+        dtype = getattr(backbone, "layer_dtype", "float32")
+        x = layers.GlobalAveragePooling2D(name="avg_pool", keepdims=backbone.variant != "xception",
+                                          dtype=dtype)(backbone.output)
         if backbone.variant == "xception":
-            outputs = layers.Dense(num_classes, activation=activation, name="predictions")(x)
+            outputs = layers.Dense(num_classes, activation=activation, name="predictions",
+                                   dtype="float32")(x)
         else:
-            x = layers.Dropout(dropout, name="prelogits_dropout")(x)
-            x = layers.Conv2D(num_classes, 1, use_bias=True, name="logits")(x)
-            x = layers.Flatten(name="logits.flatten")(x)
-            outputs = layers.Activation(activation or "linear", name="predictions")(x)
+            x = layers.Dropout(dropout, name="prelogits_dropout", dtype=dtype)(x)
+            x = layers.Conv2D(num_classes, 1, use_bias=True, name="logits", dtype="float32")(x)
+            x = layers.Flatten(name="logits.flatten", dtype="float32")(x)
+            outputs = layers.Activation(activation or "linear", name="predictions",
+                                        dtype="float32")(x)
         super().__init__(inputs=backbone.input, outputs=outputs, name=kwargs.pop("name", "classifier"),
                          **kwargs)
         self.num_classes = num_classes

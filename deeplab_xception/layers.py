@@ -4,6 +4,15 @@ import keras
 from keras import ops
 
 
+def dtype_policy_name(dtype):
+    """The name of a Keras dtype policy ("float32", "mixed_bfloat16", ...) given as name or object.
+
+    Models take it as an explicit argument and give it to every layer, so no
+    global Keras setting decides their precision.
+    """
+    return keras.dtype_policies.get(dtype).name
+
+
 def scale_dimension(dim, scale):
     """Size of a dimension scaled the way DeepLab scales crops: (d - 1) * s + 1."""
     return int((dim - 1) * scale + 1)

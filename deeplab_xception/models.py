@@ -11,7 +11,7 @@ TASKS = ("deeplab", "classifier", "backbone")
 
 def build_model(task="deeplab", backbone="xception_65", output_stride=None, num_classes=None,
                 multi_grid=None, depthwise_layout="checkpoint", input_shape=(None, None, 3),
-                batch_norm_momentum=None, **head_options):
+                batch_norm_momentum=None, dtype="float32", **head_options):
     """An untrained model.
 
     task="deeplab": DeepLabv3+ (output stride 16 and 21 classes by default;
@@ -21,13 +21,17 @@ def build_model(task="deeplab", backbone="xception_65", output_stride=None, num_
     task="backbone": the bare feature extractor.
     `batch_norm_momentum` overrides the checkpoints' 0.9997 on every batch norm:
     short runs need moving statistics that catch up within their few steps.
+    `dtype` is the Keras dtype policy of every layer ("float32",
+    "mixed_bfloat16", "mixed_float16"); weights stay float32 under the mixed
+    policies, and logits are always float32.
     """
     if task not in TASKS:
         raise ValueError(f"task: {task!r} is not one of {TASKS}")
     if output_stride is None:
         output_stride = 16 if task == "deeplab" else 32
     encoder = XceptionBackbone(backbone, output_stride=output_stride, multi_grid=multi_grid,
-                               depthwise_layout=depthwise_layout, input_shape=input_shape)
+                               depthwise_layout=depthwise_layout, input_shape=input_shape,
+                               dtype=dtype)
     if task == "backbone":
         model = encoder
     elif task == "classifier":

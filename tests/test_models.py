@@ -253,3 +253,27 @@ def test_batch_norm_momentum_override_reaches_every_batch_norm():
     default = build_model("classifier", backbone="xception_tiny")
     assert {l.momentum for l in default.layers
             if isinstance(l, keras.layers.BatchNormalization)} == {0.9997}
+
+
+def test_dtype_policy_reaches_every_layer_and_logits_stay_float32(tmp_path):
+    """mixed_bfloat16: bfloat16 compute with float32 weights everywhere but the logits,
+    kept across save/load and a change of output stride, and close to the float32 model."""
+    mixed = build_model("deeplab", backbone="xception_tiny", num_classes=3, dtype="mixed_bfloat16")
+    exact = build_model("deeplab", backbone="xception_tiny", num_classes=3)
+    randomize_weights(exact)
+    mixed.set_weights(exact.get_weights())
+    float32_layers = {layer.name for layer in mixed.layers
+                      if layer.dtype_policy.compute_dtype == "float32"}
+    assert float32_layers == {"images", "logits.semantic", "logits.resize"}
+    assert all(w.dtype == "float32" for w in mixed.weights)
+    images = np.random.default_rng(0).uniform(-1, 1, (1, 65, 65, 3)).astype("float32")
+    got = keras.ops.convert_to_numpy(mixed(images, training=False))
+    want = keras.ops.convert_to_numpy(exact(images, training=False))
+    assert got.dtype == np.float32
+    assert 0 < np.abs(got - want).max() < 0.05 * np.abs(want).max()
+    path = str(tmp_path / "mixed.keras")
+    mixed.save(path)
+    loaded = keras.models.load_model(path)
+    for model in (loaded, with_output_stride(loaded, 8)):
+        assert model.get_layer("decoder.decoder_conv1_pointwise").dtype_policy.name == "mixed_bfloat16"
+        assert model.get_layer("entry_flow.conv1_1").compute_dtype == "bfloat16"
