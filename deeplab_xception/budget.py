@@ -33,19 +33,16 @@ import keras
 import numpy as np
 from keras import layers
 
-from deeplab_xception.backbones import VARIANTS, reachable_output_strides
-from deeplab_xception.errors import UserError
+from deeplab_xception.backbones import BACKBONES, reachable_output_strides
+from deeplab_xception.errors import ArgumentError, UserError
 from deeplab_xception.inference import compiled_call
 from deeplab_xception.io import atomic_path
 from deeplab_xception.layers import scale_dimension
-from deeplab_xception.models import TASKS, build_model
+from deeplab_xception.models import KINDS, build_model
 
 COUNTED_LAYERS = (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D, layers.Dense)
-FLOWS = ("entry_flow", "middle_flow", "exit_flow")
-BLOCKS = FLOWS + ("aspp", "decoder", "logits")
-# Head layer name prefixes and the block they belong to.
-_HEAD_BLOCKS = (("image_pooling", "aspp"), ("aspp", "aspp"), ("concat_projection", "aspp"),
-                ("decoder", "decoder"), ("logits", "logits"), ("predictions", "logits"))
+# The breakdown's order: the `section` tags the builders put on layers.
+SECTIONS = ("entry_flow", "middle_flow", "exit_flow", "backbone", "aspp", "decoder", "logits")
 
 
 def _positions(shape, rates, padded):
@@ -70,31 +67,8 @@ def layer_multiply_adds(layer, output_shape, padded=True):
     return 0
 
 
-def _classic_flows(variant):
-    """keras.applications names units block2, block3, ...; the stem is block1."""
-    flows, number = {"block1": "entry_flow"}, 1
-    for block in VARIANTS[variant].blocks:
-        for _ in range(block.num_units):
-            number += 1
-            flows[f"block{number}"] = block.scope.split("/")[0]
-    return flows
-
-
-def block_of(layer_name, classic_flows=None):
-    """The breakdown block of a layer, from its name."""
-    scope = layer_name.split(".")[0]
-    if scope in FLOWS:
-        return scope
-    if classic_flows and scope.split("_")[0] in classic_flows:
-        return classic_flows[scope.split("_")[0]]
-    for prefix, block in _HEAD_BLOCKS:
-        if scope.startswith(prefix):
-            return block
-    return scope
-
-
-def count_multiply_adds(model, image_size, classic_flows=None):
-    """{block: (multiply_adds, multiply_adds_exact)} of one batch-1 pass at `image_size`.
+def count_multiply_adds(model, image_size):
+    """{section: (multiply_adds, multiply_adds_exact)} of one batch-1 pass at `image_size`.
 
     Output shapes come from `compute_output_spec` on the functional graph, so
     nothing runs, and a model built for (None, None, 3) inputs is counted at any size.
@@ -102,13 +76,13 @@ def count_multiply_adds(model, image_size, classic_flows=None):
     counted = [layer for layer in model.layers if isinstance(layer, COUNTED_LAYERS)]
     probe = keras.Model(model.input, [layer.output for layer in counted])
     specs = probe.compute_output_spec(keras.KerasTensor((1, *image_size, 3)))
-    blocks = {}
+    sections = {}
     for layer, spec in zip(counted, specs):
-        block = block_of(layer.name, classic_flows)
-        padded, exact = blocks.get(block, (0, 0))
-        blocks[block] = (padded + layer_multiply_adds(layer, spec.shape, padded=True),
-                         exact + layer_multiply_adds(layer, spec.shape, padded=False))
-    return blocks
+        section = getattr(layer, "section", "other")
+        padded, exact = sections.get(section, (0, 0))
+        sections[section] = (padded + layer_multiply_adds(layer, spec.shape, padded=True),
+                             exact + layer_multiply_adds(layer, spec.shape, padded=False))
+    return sections
 
 
 def measure_seconds(model, image_size, repeats):
@@ -126,10 +100,10 @@ def measure_seconds(model, image_size, repeats):
 
 @dataclasses.dataclass
 class BudgetRow:
-    task: str
+    kind: str
     backbone: str
     eval_output_stride: int
-    decoder: bool | None     # None when the task has no DeepLab head
+    decoder: bool | None     # None when the kind has no DeepLab head
     separable: bool | None
     scales: tuple
     flip: bool
@@ -138,7 +112,7 @@ class BudgetRow:
     multiply_adds: int       # paper convention, summed over scales and flips
     multiply_adds_exact: int
     parameters: int
-    breakdown: dict          # block: {"multiply_adds": ..., "multiply_adds_exact": ...}
+    breakdown: dict          # section: {"multiply_adds": ..., "multiply_adds_exact": ...}
     seconds: float | None = None  # measured time per image (all scales and flips)
     images_per_second: float | None = None
 
@@ -146,25 +120,25 @@ class BudgetRow:
         return dataclasses.asdict(self)
 
 
-def _check(task, backbone, input_size, num_classes, output_strides, scales, repeats):
-    if task not in TASKS:
-        raise UserError(f"--task: {task!r} is not one of {', '.join(TASKS)}")
-    if backbone not in VARIANTS:
-        raise UserError(f"--backbone: unknown backbone {backbone!r}; "
-                        f"choose one of {', '.join(sorted(VARIANTS))}")
+def _check(kind, backbone, input_size, num_classes, output_strides, scales, repeats):
+    if kind not in KINDS:
+        raise ArgumentError("kind", f"{kind!r} is not one of {', '.join(KINDS)}")
+    if backbone not in BACKBONES:
+        raise ArgumentError("backbone", f"unknown backbone {backbone!r}; "
+                                        f"choose one of {', '.join(sorted(BACKBONES))}")
     if len(input_size) != 2 or any(int(d) != d or d < 1 for d in input_size):
-        raise UserError(f"--input-size: need two positive integers H W, got {tuple(input_size)}")
+        raise ArgumentError("input_size", f"need two positive integers H W, got {tuple(input_size)}")
     if num_classes is not None and num_classes < 1:
-        raise UserError(f"--num-classes: must be positive, got {num_classes}")
+        raise ArgumentError("num_classes", f"must be positive, got {num_classes}")
     reachable = reachable_output_strides(backbone)
     for stride in output_strides or ():
         if stride not in reachable:
-            raise UserError(f"--output-stride: {backbone} cannot run at output stride {stride}; "
-                            f"choose from {' '.join(map(str, reachable))}")
+            raise ArgumentError("output_strides", f"{backbone} cannot run at output stride {stride}; "
+                                                  f"choose from {' '.join(map(str, reachable))}")
     if not scales or any(s <= 0 for s in scales):
-        raise UserError(f"--scales: need positive scales, got {' '.join(f'{s:g}' for s in scales)}")
+        raise ArgumentError("scales", f"need positive scales, got {' '.join(f'{s:g}' for s in scales)}")
     if repeats is not None and repeats < 1:
-        raise UserError(f"--measure: need at least 1 timed run, got {repeats}")
+        raise ArgumentError("repeats", f"need at least 1 timed run, got {repeats}")
 
 
 def default_output_strides(backbone):
@@ -172,30 +146,31 @@ def default_output_strides(backbone):
     return tuple(s for s in (8, 16, 32) if s in reachable_output_strides(backbone))
 
 
-def budget(task="deeplab", backbone="xception_65", input_size=(513, 513), num_classes=None,
+def budget(kind="deeplab", backbone="xception_65", input_size=(513, 513), num_classes=None,
            output_strides=None, decoder=True, separable=True, scales=(1.0,), flip=False, repeats=None):
     """One BudgetRow per eval output stride; with `repeats`, also the time measured on this machine."""
     scales = tuple(float(s) for s in scales)
-    _check(task, backbone, input_size, num_classes, output_strides, scales, repeats)
+    _check(kind, backbone, input_size, num_classes, output_strides, scales, repeats)
     output_strides = tuple(output_strides or default_output_strides(backbone))
-    head = dict(decoder=decoder, separable=separable) if task == "deeplab" else {}
-    classic_flows = _classic_flows(backbone) if VARIANTS[backbone].module == "classic" else None
+    head = dict(decoder=decoder, separable=separable) if kind == "deeplab" else {}
     sizes = [(scale_dimension(input_size[0], s), scale_dimension(input_size[1], s)) for s in scales]
     passes = 2 if flip else 1
     rows = []
     for stride in output_strides:
         try:
-            model = build_model(task, backbone, output_stride=stride, num_classes=num_classes, **head)
+            model = build_model(kind, backbone, output_stride=stride, num_classes=num_classes, **head)
+        except UserError:
+            raise
         except ValueError as e:
             raise UserError(str(e)) from None
         totals = {}
         for size in sizes:
-            for block, counts in count_multiply_adds(model, size, classic_flows).items():
-                previous = totals.get(block, (0, 0))
-                totals[block] = tuple(p + passes * c for p, c in zip(previous, counts))
-        order = sorted(totals, key=lambda b: BLOCKS.index(b) if b in BLOCKS else len(BLOCKS))
+            for section, counts in count_multiply_adds(model, size).items():
+                previous = totals.get(section, (0, 0))
+                totals[section] = tuple(p + passes * c for p, c in zip(previous, counts))
+        order = sorted(totals, key=lambda b: SECTIONS.index(b) if b in SECTIONS else len(SECTIONS))
         row = BudgetRow(
-            task=task, backbone=backbone, eval_output_stride=stride,
+            kind=kind, backbone=backbone, eval_output_stride=stride,
             decoder=head.get("decoder"), separable=head.get("separable"), scales=scales, flip=flip,
             input_size=tuple(input_size), num_classes=getattr(model, "num_classes", None),
             multiply_adds=sum(p for p, _ in totals.values()),
@@ -235,7 +210,7 @@ def plot_budget(rows, path):
         axes[1].bar(labels, [row.seconds for row in rows], color="tab:orange")
         axes[1].set_ylabel("seconds per image")
     first = rows[0]
-    figure.suptitle(f"{first.backbone} {first.task}, {first.input_size[0]}x{first.input_size[1]}")
+    figure.suptitle(f"{first.backbone} {first.kind}, {first.input_size[0]}x{first.input_size[1]}")
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format=extension)

@@ -1,5 +1,21 @@
-"""The one exception type the CLI turns into a one-line message and exit status 2."""
+"""The exception types the CLI turns into a one-line message and exit status 2."""
 
 
-class UserError(Exception):
-    """Bad input from the user: a file, an option or a config value, named in the message."""
+class UserError(ValueError):
+    """Bad input from the user: a file, an argument or a config value, named in the message.
+
+    A ValueError, so Python callers catch it as they catch any bad argument.
+    """
+
+
+class ArgumentError(UserError):
+    """A bad value of one named API argument; the CLI swaps the name for its flag."""
+
+    def __init__(self, argument, message):
+        super().__init__(f"{argument}: {message}")
+        self.argument = argument
+        self.message = message
+
+    def for_flags(self, flags):
+        """The same error naming the command-line flag `flags[argument]` instead."""
+        return UserError(f"{flags.get(self.argument, self.argument)}: {self.message}")

@@ -3,6 +3,12 @@
 import keras
 from keras import ops
 
+# Batch norm of the released checkpoints: slim's decay 0.9997 everywhere, epsilon
+# 1e-3 in the backbone (xception_arg_scope) and 1e-5 in the DeepLab head.
+BATCH_NORM_MOMENTUM = 0.9997
+BACKBONE_EPSILON = 1e-3
+HEAD_EPSILON = 1e-5
+
 
 def dtype_policy_name(dtype):
     """The name of a Keras dtype policy ("float32", "mixed_bfloat16", ...) given as name or object.
@@ -11,6 +17,35 @@ def dtype_policy_name(dtype):
     global Keras setting decides their precision.
     """
     return keras.dtype_policies.get(dtype).name
+
+
+def batch_norm_layers(model):
+    """Every BatchNormalization layer of `model`."""
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def configure_batch_norms(model, trainable=None, synchronized=None):
+    """Training-time batch-norm switches (frozen statistics, cross-replica sync), set in one place.
+
+    Momentum and epsilon are build-time arguments of the models; these two
+    depend on how the model is trained, not on what it is.
+    """
+    for layer in batch_norm_layers(model):
+        if trainable is not None:
+            layer.trainable = trainable
+        if synchronized is not None:
+            layer.synchronized = synchronized
+
+
+def tag_section(inputs, outputs, section):
+    """Tags every layer between `inputs` and `outputs` with `layer.section` (first tag wins).
+
+    Builders call it as they walk, so the budget breakdown reads which part of
+    the model (entry_flow, aspp, decoder, ...) a layer belongs to off the layer.
+    """
+    for layer in keras.Model(inputs, outputs).layers:
+        if not isinstance(layer, keras.layers.InputLayer) and not hasattr(layer, "section"):
+            layer.section = section
 
 
 def scale_dimension(dim, scale):

@@ -1,66 +1,61 @@
 """Building models by name: the entry point for code that does not want the classes."""
 
-import keras
-
-from deeplab_xception.backbones import XceptionBackbone
+from deeplab_xception.backbones import Backbone, build_backbone, reachable_output_strides
 from deeplab_xception.classifier import XceptionClassifier
 from deeplab_xception.deeplab import DeepLabV3Plus
+from deeplab_xception.errors import ArgumentError
 
-TASKS = ("deeplab", "classifier", "backbone")
+KINDS = ("deeplab", "classifier", "backbone")
+HEADS = {"deeplab": DeepLabV3Plus, "classifier": XceptionClassifier}
 
 
-def build_model(task="deeplab", backbone="xception_65", output_stride=None, num_classes=None,
-                multi_grid=None, depthwise_layout="checkpoint", input_shape=(None, None, 3),
+def default_output_stride(kind, backbone):
+    """16 for DeepLab, 32 otherwise, or the nearest the backbone reaches."""
+    wanted = 16 if kind == "deeplab" else 32
+    reachable = reachable_output_strides(backbone)
+    return wanted if wanted in reachable else min(reachable, key=lambda s: abs(s - wanted))
+
+
+def build_model(kind="deeplab", backbone="xception_65", output_stride=None, num_classes=None,
+                multi_grid=None, depthwise_layout=None, input_shape=(None, None, 3),
                 batch_norm_momentum=None, dtype="float32", **head_options):
-    """An untrained model.
+    """An untrained model of `kind` on the backbone registered as `backbone`.
 
-    task="deeplab": DeepLabv3+ (output stride 16 and 21 classes by default;
+    kind="deeplab": DeepLabv3+ (output stride 16 and 21 classes by default;
     head options: atrous_rates, separable, decoder, dropout, upsample_logits).
-    task="classifier": ImageNet classifier (output stride 32, 1001 classes for
-    the modified variants, 1000 for "xception").
-    task="backbone": the bare feature extractor.
-    `batch_norm_momentum` overrides the checkpoints' 0.9997 on every batch norm:
+    kind="classifier": ImageNet classifier (output stride 32, the variant's
+    ImageNet classes by default; head options: activation, dropout).
+    kind="backbone": the bare feature extractor.
+    `multi_grid` and `depthwise_layout` are Xception options, passed on when given.
+    `batch_norm_momentum` replaces the checkpoints' 0.9997 on every batch norm:
     short runs need moving statistics that catch up within their few steps.
     `dtype` is the Keras dtype policy of every layer ("float32",
     "mixed_bfloat16", "mixed_float16"); weights stay float32 under the mixed
     policies, and logits are always float32.
     """
-    if task not in TASKS:
-        raise ValueError(f"task: {task!r} is not one of {TASKS}")
-    if output_stride is None:
-        output_stride = 16 if task == "deeplab" else 32
-    encoder = XceptionBackbone(backbone, output_stride=output_stride, multi_grid=multi_grid,
-                               depthwise_layout=depthwise_layout, input_shape=input_shape,
-                               dtype=dtype)
-    if task == "backbone":
-        model = encoder
-    elif task == "classifier":
-        if num_classes is None:
-            num_classes = 1000 if backbone == "xception" else 1001
-        model = XceptionClassifier(encoder, num_classes=num_classes, **head_options)
-    else:
-        model = DeepLabV3Plus(encoder, num_classes=21 if num_classes is None else num_classes,
-                              **head_options)
-    if batch_norm_momentum is not None:
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = batch_norm_momentum
-    return model
+    if "task" in head_options:
+        raise TypeError("build_model: the model kind is now the `kind` argument, not `task`")
+    if kind not in KINDS:
+        raise ArgumentError("kind", f"{kind!r} is not one of {', '.join(KINDS)}")
+    encoder_options = {key: value for key, value in (
+        ("multi_grid", multi_grid), ("depthwise_layout", depthwise_layout),
+        ("batch_norm_momentum", batch_norm_momentum)) if value is not None}
+    encoder = build_backbone(
+        backbone, output_stride=output_stride or default_output_stride(kind, backbone),
+        input_shape=input_shape, dtype=dtype, **encoder_options)
+    if kind == "backbone":
+        return encoder
+    if kind == "deeplab" and num_classes is None:
+        num_classes = 21
+    return HEADS[kind](encoder, num_classes=num_classes, **head_options)
 
 
 def with_output_stride(model, output_stride):
-    """The same DeepLabv3+ (same weights) running at another output stride.
+    """The same model (weights copied by layer name) running at another output stride.
 
-    Explicit atrous rates are rescaled so they keep covering the same image
-    area (6, 12, 18 at 16 become 12, 24, 36 at 8), as the paper evaluates.
+    Works for a backbone and for any head on one; a DeepLabv3+ with explicit
+    atrous rates rescales them to cover the same image area, as the paper evaluates.
     """
-    config = model.get_config()
-    backbone_config = dict(config["backbone"]["config"], output_stride=output_stride)
-    backbone = XceptionBackbone.from_config(backbone_config)
-    rates = config["atrous_rates"]
-    if rates is not None:
-        rates = [int(r * model.output_stride // output_stride) for r in rates]
-    rebuilt = DeepLabV3Plus.from_config(
-        dict(config, backbone=backbone, atrous_rates=rates))
-    rebuilt.set_weights(model.get_weights())
-    return rebuilt
+    if not isinstance(model, Backbone) and not isinstance(getattr(model, "backbone", None), Backbone):
+        raise ArgumentError("model", f"{model.name} is not built on a Backbone")
+    return model.with_output_stride(output_stride)

@@ -6,6 +6,7 @@ import tensorflow as tf
 from deeplab_xception.deeplab import DeepLabV3Plus
 from deeplab_xception.errors import UserError
 from deeplab_xception.inference import IGNORE_LABEL
+from deeplab_xception.layers import configure_batch_norms
 from deeplab_xception.models import build_model
 from deeplab_xception.weights import load_model
 from deeplab_xception.weights.transfer import copy_matching_weights
@@ -39,9 +40,7 @@ class SegmentationTask:
             raise UserError(f"model: {str(e).splitlines()[0]}") from None
         if self.config.init.weights:
             self._copy_initial_weights(model)
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = model_config.fine_tune_batch_norm
+        configure_batch_norms(model, trainable=model_config.fine_tune_batch_norm)
         return model
 
     def _copy_initial_weights(self, model):

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from deeplab_xception import build_model
-from deeplab_xception.budget import BLOCKS, budget, count_multiply_adds
+from deeplab_xception.budget import SECTIONS, budget, count_multiply_adds
 from deeplab_xception.cli import main
 from deeplab_xception.errors import UserError
 from deeplab_xception.layers import scale_dimension
@@ -133,7 +133,7 @@ def test_multiscale_and_flip_sum_single_scale_counts():
 
 def test_breakdown_follows_the_model():
     full, = budget(backbone="xception_tiny", input_size=(65, 65), output_strides=(16,))
-    assert list(full.breakdown) == list(BLOCKS)
+    assert list(full.breakdown) == [s for s in SECTIONS if s != "backbone"]
     assert sum(b["multiply_adds"] for b in full.breakdown.values()) == full.multiply_adds
     no_decoder, = budget(backbone="xception_tiny", input_size=(65, 65), output_strides=(16,),
                          decoder=False)
@@ -188,7 +188,7 @@ def test_cli_table_measure_and_plot(capsys, tmp_path):
     (["--backbone", "xception_99"], "unknown backbone 'xception_99'"),
     (["--scales", "1", "0"], "--scales"),
     (["--measure", "0"], "--measure"),
-    (["--task", "backbone", "--no-decoder"], "--task deeplab only"),
+    (["--task", "backbone", "--no-decoder"], "--kind deeplab only"),
     (["--backbone", "xception", "--output-stride", "32"], "no stride-4 features"),
 ])
 def test_cli_bad_arguments(capsys, argv, message):
@@ -205,5 +205,5 @@ def test_bad_plot_path_fails_before_counting(capsys, tmp_path):
 
 
 def test_api_errors_are_user_errors():
-    with pytest.raises(UserError, match="--num-classes"):
+    with pytest.raises(UserError, match="num_classes: must be positive"):
         budget(backbone="xception_tiny", num_classes=0)

@@ -154,7 +154,7 @@ def test_imagenet_backbone_starts_a_deeplab_and_a_classifier(tmp_path):
     loaded = load_model(prefix)
     assert isinstance(loaded, XceptionClassifier) and loaded.num_classes == 7
     np.testing.assert_allclose(loaded(IMAGES), classifier(IMAGES), atol=1e-6)
-    deeplab = load_model(prefix, task="deeplab", num_classes=4)
+    deeplab = load_model(prefix, kind="deeplab", num_classes=4)
     assert deeplab.num_classes == 4 and deeplab(IMAGES).shape == (1, 41, 49, 4)
     ours = official_arrays(deeplab)
     backbone = [name for name in ours if name.startswith("xception_tiny/")]
@@ -185,7 +185,7 @@ def test_checkpoint_problems_are_user_errors_naming_the_variable(tiny_checkpoint
         prefix = _corrupt(directory, arrays, change)
         with pytest.raises(UserError, match=message):
             load_model(prefix)
-    with pytest.raises(UserError, match="checkpoint has 5 classes, --num-classes asked for 21"):
+    with pytest.raises(UserError, match="checkpoint has 5 classes, num_classes asked for 21"):
         load_model(tiny_checkpoint[1], num_classes=21)
 
 
@@ -209,10 +209,10 @@ def test_foreign_and_missing_checkpoints_are_user_errors(tmp_path):
 def test_zoo_records_are_complete():
     assert ZOO["xception65_coco_voc_trainaug"].results[0].miou == 0.8220
     for record in ZOO.values():
-        assert record.variant in OFFICIAL_SCOPES and record.task in ("deeplab", "backbone")
+        assert record.variant in OFFICIAL_SCOPES and record.kind in ("deeplab", "backbone")
         assert record.url.startswith("http://download.tensorflow.org/models/")
         assert record.url.endswith(".tar.gz")
-        if record.task == "deeplab":
+        if record.kind == "deeplab":
             assert record.num_classes > 1 and record.results
 
 

@@ -20,9 +20,18 @@ class BlockSpec:
 
 @dataclasses.dataclass(frozen=True)
 class VariantSpec:
+    """Everything that tells one Xception family from the other, as data.
+
+    The builder, the classifier, the budget and the checkpoint names read these
+    fields; nothing outside `backbones/` compares variant names.
+    """
     blocks: tuple
-    module: str          # "modified" (DeepLab) or "classic" (Chollet, max pooling)
-    decoder_tap: str = None  # layer whose BN output is the stride-4 feature map
+    unit_family: str = "modified"   # "modified": DeepLab's units; "classic": Chollet's, max pooling
+    naming: str = "official"        # "official" scopes or "keras_applications" layer names
+    classifier_head: str = "conv_logits"  # "conv_logits" (slim's 1x1 conv) or "dense" (keras)
+    imagenet_classes: int = 1001    # slim's 1001 (background at 0) or keras's 1000
+    official_scope: str = None      # variable scope of the official checkpoints, if any
+    output_strides: tuple = None    # strides it runs at; None: every one its units reach
 
 
 def _modified_blocks(entry, middle_units):
@@ -47,12 +56,11 @@ _ENTRY_71 = (
     BlockSpec("entry_flow/block5", (728, 728, 728), "conv", 2),
 )
 
-_TAP = "entry_flow/{}/unit_1/xception_module/separable_conv2_pointwise"
-
 VARIANTS = {
     # Chollet's ImageNet Xception, layer for layer keras.applications.Xception.
     "xception": VariantSpec(
-        module="classic",
+        unit_family="classic", naming="keras_applications", classifier_head="dense",
+        imagenet_classes=1000, output_strides=(32,),
         blocks=(
             BlockSpec("entry_flow/block1", (128, 128), "conv", 2),
             BlockSpec("entry_flow/block2", (256, 256), "conv", 2),
@@ -62,19 +70,13 @@ VARIANTS = {
             BlockSpec("exit_flow/block2", (1536, 2048), "none", 1, activation_inside=True),
         ),
     ),
-    "xception_41": VariantSpec(
-        module="modified", blocks=_modified_blocks(_ENTRY_41_65, 8),
-        decoder_tap=_TAP.format("block2")),
-    "xception_65": VariantSpec(
-        module="modified", blocks=_modified_blocks(_ENTRY_41_65, 16),
-        decoder_tap=_TAP.format("block2")),
-    "xception_71": VariantSpec(
-        module="modified", blocks=_modified_blocks(_ENTRY_71, 16),
-        decoder_tap=_TAP.format("block3")),
+    "xception_41": VariantSpec(_modified_blocks(_ENTRY_41_65, 8), official_scope="xception_41"),
+    "xception_65": VariantSpec(_modified_blocks(_ENTRY_41_65, 16), official_scope="xception_65"),
+    "xception_71": VariantSpec(_modified_blocks(_ENTRY_71, 16), official_scope="xception_71"),
     # Not a published model: xception_41's layout at about 1/12 of the width and
     # 2 middle units, so tests and the embedded demo train in seconds on a CPU.
     "xception_tiny": VariantSpec(
-        module="modified",
+        official_scope="xception_tiny",
         blocks=(
             BlockSpec("entry_flow/block1", (16, 16, 16), "conv", 2),
             BlockSpec("entry_flow/block2", (32, 32, 32), "conv", 2),
@@ -82,8 +84,11 @@ VARIANTS = {
             BlockSpec("middle_flow/block1", (64, 64, 64), "sum", 1, num_units=2),
             BlockSpec("exit_flow/block1", (64, 96, 96), "conv", 2),
             BlockSpec("exit_flow/block2", (128, 128, 160), "none", 1, activation_inside=True),
-        ),
-        decoder_tap=_TAP.format("block2")),
+        )),
 }
 
 DEPTHWISE_LAYOUTS = ("checkpoint", "paper", "plain")
+
+# The variant whose layers load Keras Xception weights files (.h5) layer for layer.
+KERAS_APPLICATIONS_VARIANT = next(name for name, spec in VARIANTS.items()
+                                  if spec.naming == "keras_applications")

@@ -3,8 +3,13 @@
 import json
 
 from deeplab_xception.budget import budget, plot_budget, plot_format
-from deeplab_xception.errors import UserError
-from deeplab_xception.models import TASKS
+from deeplab_xception.errors import ArgumentError, UserError
+from deeplab_xception.models import KINDS
+
+# `budget` argument: the flag that sets it.
+FLAGS = {"kind": "--kind", "backbone": "--backbone", "input_size": "--input-size",
+         "num_classes": "--num-classes", "output_strides": "--output-stride", "scales": "--scales",
+         "repeats": "--measure"}
 
 HELP = """\
 Multiply-adds of one batch-1 pass, counted on the built model (conv, depthwise,
@@ -49,21 +54,24 @@ def format_table(rows, breakdown=False):
         lines.append(cells)
     widths = [max(len(c) for c in column) for column in zip(header, *lines)]
     first = rows[0]
-    title = f"{first.task} on {first.backbone}" + (
+    title = f"{first.kind} on {first.backbone}" + (
         f", {first.num_classes} classes" if first.num_classes else "")
     return "\n".join([title] + ["  ".join(c.rjust(w) for c, w in zip(cells, widths))
                                 for cells in [header] + lines])
 
 
 def run(args):
-    if args.task != "deeplab" and not (args.decoder and args.separable):
-        raise UserError("--no-decoder and --no-separable apply to --task deeplab only")
+    if args.kind != "deeplab" and not (args.decoder and args.separable):
+        raise UserError("--no-decoder and --no-separable apply to --kind deeplab only")
     if args.plot:
         plot_format(args.plot)
-    rows = budget(task=args.task, backbone=args.backbone, input_size=tuple(args.input_size),
-                  num_classes=args.num_classes, output_strides=args.output_stride,
-                  decoder=args.decoder, separable=args.separable, scales=args.scales,
-                  flip=args.flip, repeats=args.measure)
+    try:
+        rows = budget(kind=args.kind, backbone=args.backbone, input_size=tuple(args.input_size),
+                      num_classes=args.num_classes, output_strides=args.output_stride,
+                      decoder=args.decoder, separable=args.separable, scales=args.scales,
+                      flip=args.flip, repeats=args.measure)
+    except ArgumentError as e:
+        raise e.for_flags(FLAGS) from None
     if args.plot:
         plot_budget(rows, args.plot)
     if args.format == "json":
@@ -75,7 +83,7 @@ def run(args):
 def register(subparsers):
     parser = subparsers.add_parser("budget", help="multiply-adds per eval output stride",
                                    description=HELP)
-    parser.add_argument("--task", default="deeplab", choices=TASKS,
+    parser.add_argument("--kind", "--task", dest="kind", default="deeplab", choices=KINDS,
                         help="DeepLabv3+ (default), ImageNet classifier or bare backbone")
     parser.add_argument("--backbone", default="xception_65", help="backbone variant (default xception_65)")
     parser.add_argument("--input-size", type=int, nargs=2, default=(513, 513), metavar=("H", "W"),
@@ -93,7 +101,7 @@ def register(subparsers):
                         help="eval scales, counts summed (e.g. 0.5 0.75 1 1.25 1.5 1.75)")
     parser.add_argument("--flip", action="store_true", help="add the flipped pass (doubles the count)")
     parser.add_argument("--breakdown", action="store_true",
-                        help="per block: entry, middle and exit flow, ASPP, decoder, logits")
+                        help="per section: entry, middle and exit flow, ASPP, decoder, logits")
     parser.add_argument("--measure", type=int, nargs="?", const=3, metavar="REPEATS",
                         help="also time the model on this machine: warm-up, then the median of REPEATS "
                              "runs (default 3) per scale, summed over scales, doubled by --flip")

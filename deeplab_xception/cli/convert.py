@@ -1,16 +1,16 @@
 """`deeplab-xception convert`: any weights the package reads, as the package's .keras model file."""
 
-from deeplab_xception.backbones import XceptionBackbone
+from deeplab_xception.backbones import Backbone
 from deeplab_xception.errors import UserError
 from deeplab_xception.io import atomic_path
-from deeplab_xception.models import TASKS
+from deeplab_xception.models import KINDS
 from deeplab_xception.weights import load_model
 
 
 def describe(model):
     """One line: what the model is, its classes, output stride and size."""
-    backbone = model if isinstance(model, XceptionBackbone) else model.backbone
-    parts = [f"{model.__class__.__name__} on {backbone.variant}"]
+    backbone = model if isinstance(model, Backbone) else model.backbone
+    parts = [f"{model.__class__.__name__} on {backbone.name}"]
     if getattr(model, "num_classes", None):
         parts.append(f"{model.num_classes} classes")
     parts.append(f"output stride {backbone.output_stride}")
@@ -21,7 +21,7 @@ def describe(model):
 def run(args):
     if not args.dst.endswith(".keras"):
         raise UserError(f"{args.dst}: the output must be a .keras file")
-    model = load_model(args.src, task=args.task, num_classes=args.num_classes,
+    model = load_model(args.src, kind=args.kind, num_classes=args.num_classes,
                        output_stride=args.output_stride)
     with atomic_path(args.dst) as tmp:
         model.save(tmp)
@@ -35,7 +35,7 @@ def register(subparsers):
                     "URL or zoo name), a Keras Xception .h5 or a .keras file, and writes DST.keras.")
     parser.add_argument("src", metavar="SRC")
     parser.add_argument("dst", metavar="DST")
-    parser.add_argument("--task", choices=TASKS,
+    parser.add_argument("--kind", "--task", dest="kind", choices=KINDS,
                         help="model to build (default: what SRC holds; deeplab on an ImageNet "
                              "checkpoint gives a new head for fine-tuning)")
     parser.add_argument("--num-classes", type=int, help="classes (must agree with SRC's logits)")

@@ -28,7 +28,7 @@ def run(args):
 
     dataset = load_dataset(args.format, args.data, args.split,
                            categories=tuple(c for c in args.categories.split(",") if c))
-    model = load_model(args.weights, task="deeplab")
+    model = load_model(args.weights, kind="deeplab")
     report, _ = evaluate(model, dataset, scales=args.scales, flip=args.flip,
                          output_stride=args.output_stride, output_dir=args.output_dir)
     print(format_table(report), end="")

@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from deeplab_xception.io import atomic_path
+from deeplab_xception.layers import configure_batch_norms
 from deeplab_xception.training import cluster, evaluator, state
 from deeplab_xception.training.optimization import (
     decayed_kernels, learning_rate, make_optimizer, weight_decay)
@@ -69,9 +70,7 @@ def train(task, config):
             config.learning_rate, step[0], steps_per_epoch, total_steps))
         optimizer.build(model.trainable_variables)
     if replicas > 1 and not asynchronous and config.synchronized_batch_norm:
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.synchronized = True
+        configure_batch_norms(model, synchronized=True)
     kernels = decayed_kernels(model)
 
     # -- step -----------------------------------------------------------------

@@ -7,7 +7,8 @@ import tensorflow as tf
 
 from deeplab_xception.errors import UserError
 from deeplab_xception.weights.official import (
-    BACKBONE, OFFICIAL_SCOPES, backbone_of, official_variables, part_of)
+    BACKBONE, OFFICIAL_SCOPES, SCOPE_VARIANTS, backbone_of, official_scope, official_variables,
+    part_of)
 
 # Training bookkeeping that released checkpoints carry beside the model's variables.
 BOOKKEEPING = ("global_step", "beta1_power", "beta2_power")
@@ -63,27 +64,29 @@ class OfficialCheckpoint:
                             f"{', '.join(s + '/' for s in OFFICIAL_SCOPES)})")
         if len(scopes) > 1:
             raise UserError(f"{self.path}: holds several backbones ({', '.join(scopes)})")
-        self.variant = scopes[0]
+        self.scope = scopes[0]
+        self.variant = SCOPE_VARIANTS[self.scope]
 
-    def num_classes(self, task):
-        """Classes of the task's logits in the checkpoint, None when it has none."""
+    def num_classes(self, kind):
+        """Classes of the logits of a `kind` model in the checkpoint, None when it has none."""
         name = {"deeplab": "logits/semantic/biases",
-                "classifier": f"{self.variant}/logits/biases"}.get(task)
+                "classifier": f"{self.scope}/logits/biases"}.get(kind)
         return self.shapes[name][0] if name in self.shapes else None
 
     @property
-    def task(self):
-        for task in ("deeplab", "classifier"):
-            if self.num_classes(task) is not None:
-                return task
+    def kind(self):
+        """The model kind the checkpoint holds: "deeplab", "classifier" or "backbone"."""
+        for kind in ("deeplab", "classifier"):
+            if self.num_classes(kind) is not None:
+                return kind
         return "backbone"
 
-    def build_options(self, task):
-        """`build_model` arguments of the model this checkpoint holds, as far as `task` needs them."""
-        depthwise_bn = any(n.startswith(self.variant + "/") and "_depthwise/BatchNorm/" in n
+    def build_options(self, kind):
+        """`build_model` arguments of the model this checkpoint holds, as far as `kind` needs them."""
+        depthwise_bn = any(n.startswith(self.scope + "/") and "_depthwise/BatchNorm/" in n
                            for n in self.shapes)
         options = dict(backbone=self.variant, depthwise_layout="checkpoint" if depthwise_bn else "plain")
-        if task == "deeplab" and self.task == "deeplab":
+        if kind == "deeplab" and self.kind == "deeplab":
             options["decoder"] = any(n.startswith("decoder/") for n in self.shapes)
             options["separable"] = any(n.startswith("aspp") and "_depthwise/" in n for n in self.shapes)
         return options
@@ -96,14 +99,14 @@ class OfficialCheckpoint:
         Parts only the model has (the head of a model fine-tuned from an ImageNet
         backbone) keep their initial values; parts only the checkpoint has are skipped.
         """
-        scope = backbone_of(model).variant
+        scope = official_scope(backbone_of(model))
         try:
             wanted = official_variables(model)
         except ValueError as e:
             raise UserError(f"{self.path}: {e}") from None
         shared = ({part_of(n, scope) for n in wanted} & {part_of(n, scope) for n in self.shapes})
         if BACKBONE not in shared:
-            raise UserError(f"{self.path}: holds no {scope}/ variables (it holds {self.variant}/)")
+            raise UserError(f"{self.path}: holds no {scope}/ variables (it holds {self.scope}/)")
         wanted = {n: v for n, v in wanted.items() if part_of(n, scope) in shared}
         held = {n for n in self.shapes if part_of(n, scope) in shared}
         for problem, names in (("lacks the model's variable", sorted(set(wanted) - held)),

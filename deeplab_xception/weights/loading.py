@@ -5,15 +5,15 @@ import os
 import h5py
 import keras
 
-from deeplab_xception.backbones import XceptionBackbone
+from deeplab_xception.backbones import KERAS_APPLICATIONS_VARIANT, Backbone
 from deeplab_xception.classifier import XceptionClassifier
 from deeplab_xception.deeplab import DeepLabV3Plus
-from deeplab_xception.errors import UserError
+from deeplab_xception.errors import ArgumentError, UserError
 from deeplab_xception.models import build_model, with_output_stride
 from deeplab_xception.weights.checkpoint import OfficialCheckpoint
 from deeplab_xception.weights.sources import local_path
 
-MODEL_CLASSES = {"deeplab": DeepLabV3Plus, "classifier": XceptionClassifier, "backbone": XceptionBackbone}
+MODEL_CLASSES = {"deeplab": DeepLabV3Plus, "classifier": XceptionClassifier, "backbone": Backbone}
 
 
 def _first_line(error):
@@ -22,17 +22,17 @@ def _first_line(error):
 
 def _check_classes(source, held, asked):
     if held is not None and asked is not None and held != asked:
-        raise UserError(f"{source}: checkpoint has {held} classes, --num-classes asked for {asked}")
+        raise UserError(f"{source}: checkpoint has {held} classes, num_classes asked for {asked}")
 
 
-def _build(source, task, **options):
+def _build(source, kind, **options):
     try:
-        return build_model(task, **options)
+        return build_model(kind, **options)
     except ValueError as e:
         raise UserError(f"{source}: {_first_line(e)}") from None
 
 
-def _from_model_file(path, task, num_classes, output_stride, options):
+def _from_model_file(path, kind, num_classes, output_stride, options):
     if options:
         raise UserError(f"{path}: a .keras file fixes the architecture; only num_classes and "
                         f"output_stride apply (got {', '.join(sorted(options))})")
@@ -42,13 +42,16 @@ def _from_model_file(path, task, num_classes, output_stride, options):
         model = keras.models.load_model(path)
     except (ValueError, OSError, KeyError, TypeError) as e:
         raise UserError(f"{path}: not a readable .keras model ({_first_line(e)})") from None
-    if task and not isinstance(model, MODEL_CLASSES[task]):
-        raise UserError(f"{path}: holds a {model.__class__.__name__}, not a {task} model")
+    if kind and not isinstance(model, MODEL_CLASSES[kind]):
+        raise UserError(f"{path}: holds a {model.__class__.__name__}, not a {kind} model")
     _check_classes(path, getattr(model, "num_classes", None), num_classes)
     if output_stride is not None and output_stride != getattr(model, "output_stride", None):
         if not isinstance(model, DeepLabV3Plus):
             raise UserError(f"{path}: output_stride applies to DeepLabV3Plus models only")
-        model = with_output_stride(model, output_stride)
+        try:
+            model = with_output_stride(model, output_stride)
+        except ValueError as e:
+            raise UserError(f"{path}: {_first_line(e)}") from None
     return model
 
 
@@ -63,44 +66,44 @@ def _h5_has_classifier(path):
         raise UserError(f"{path}: not an HDF5 weights file") from None
 
 
-def _from_keras_h5(path, task, num_classes, output_stride, options):
+def _from_keras_h5(path, kind, num_classes, output_stride, options):
     """Chollet's Xception in keras.applications layout (.h5 or .weights.h5), with or without top."""
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file")
-    task = task or ("classifier" if _h5_has_classifier(path) else "backbone")
+    kind = kind or ("classifier" if _h5_has_classifier(path) else "backbone")
     if output_stride is not None:
         options["output_stride"] = output_stride
-    if task == "classifier":
+    if kind == "classifier":
         options["num_classes"] = num_classes
-    model = _build(path, task, backbone="xception", **options)
+    model = _build(path, kind, backbone=KERAS_APPLICATIONS_VARIANT, **options)
     try:
         model.load_weights(path)
     except (ValueError, OSError, KeyError) as e:
-        raise UserError(f"{path}: not Keras Xception {task} weights ({_first_line(e)})") from None
+        raise UserError(f"{path}: not Keras Xception {kind} weights ({_first_line(e)})") from None
     return model
 
 
-def _from_checkpoint(path, task, num_classes, output_stride, options):
+def _from_checkpoint(path, kind, num_classes, output_stride, options):
     checkpoint = OfficialCheckpoint(path)
-    task = task or checkpoint.task
-    _check_classes(checkpoint.path, checkpoint.num_classes(task), num_classes)
-    options = {**checkpoint.build_options(task), **options}
-    if task != "backbone":
-        options["num_classes"] = num_classes or checkpoint.num_classes(task)
-    model = _build(checkpoint.path, task, output_stride=output_stride, **options)
+    kind = kind or checkpoint.kind
+    _check_classes(checkpoint.path, checkpoint.num_classes(kind), num_classes)
+    options = {**checkpoint.build_options(kind), **options}
+    if kind != "backbone":
+        options["num_classes"] = num_classes or checkpoint.num_classes(kind)
+    model = _build(checkpoint.path, kind, output_stride=output_stride, **options)
     checkpoint.load_into(model)
     return model
 
 
-def load_model(weights, task=None, num_classes=None, output_stride=None, cache_dir=None, **options):
+def load_model(weights, kind=None, num_classes=None, output_stride=None, cache_dir=None, **options):
     """A Keras model with the weights of `weights`, which may be:
 
     - the package's model file (`.keras`);
     - an official TF1 checkpoint: prefix (`model.ckpt`), one of its files, a
       directory holding one, the published `.tar.gz`, an http(s) URL of one, or
       a name in `deeplab_xception.weights.ZOO`. The architecture is read off the
-      variables; `task` ("deeplab", "classifier", "backbone") defaults to what
-      the checkpoint holds, and a DeepLab task on an ImageNet checkpoint loads
+      variables; `kind` ("deeplab", "classifier", "backbone") defaults to what
+      the checkpoint holds, and a DeepLab kind on an ImageNet checkpoint loads
       the backbone and leaves the head initialized, which is how fine-tuning starts;
     - Keras Xception weights (`.h5`, `.weights.h5`): the classic classifier, or
       its backbone for files without the top.
@@ -110,8 +113,10 @@ def load_model(weights, task=None, num_classes=None, output_stride=None, cache_d
     and other `build_model` arguments (multi_grid, atrous_rates,
     upsample_logits, dropout, input_shape, activation, ...) pass through.
     """
-    if task is not None and task not in MODEL_CLASSES:
-        raise UserError(f"task: {task!r} is not one of {', '.join(MODEL_CLASSES)}")
+    if "task" in options:
+        raise TypeError("load_model: the model kind is now the `kind` argument, not `task`")
+    if kind is not None and kind not in MODEL_CLASSES:
+        raise ArgumentError("kind", f"{kind!r} is not one of {', '.join(MODEL_CLASSES)}")
     path = local_path(weights, cache_dir)
     if path.endswith(".keras"):
         load = _from_model_file
@@ -119,4 +124,4 @@ def load_model(weights, task=None, num_classes=None, output_stride=None, cache_d
         load = _from_keras_h5
     else:
         load = _from_checkpoint
-    return load(path, task, num_classes, output_stride, dict(options))
+    return load(path, kind, num_classes, output_stride, dict(options))

@@ -9,7 +9,7 @@ mapping holds for every variant, output stride and head option.
 
 from keras import layers
 
-from deeplab_xception.backbones import VARIANTS, XceptionBackbone
+from deeplab_xception.backbones import VARIANTS, Backbone
 from deeplab_xception.deeplab import DeepLabV3Plus
 
 SUFFIXES = {
@@ -25,11 +25,19 @@ SUFFIXES = {
 # What a checkpoint variable belongs to; a model loads the parts it shares with a checkpoint.
 BACKBONE, CLASSIFIER, HEAD = "backbone", "classifier", "segmentation head"
 
-OFFICIAL_SCOPES = tuple(name for name, spec in VARIANTS.items() if spec.module == "modified")
+# Official scope: the variant whose layers carry its names.
+SCOPE_VARIANTS = {spec.official_scope: name for name, spec in VARIANTS.items() if spec.official_scope}
+OFFICIAL_SCOPES = tuple(SCOPE_VARIANTS)
 
 
 def backbone_of(model):
-    return model if isinstance(model, XceptionBackbone) else model.backbone
+    return model if isinstance(model, Backbone) else model.backbone
+
+
+def official_scope(backbone):
+    """The checkpoint scope of `backbone`'s variables, None when official checkpoints have none."""
+    spec = getattr(backbone, "spec", None)
+    return spec.official_scope if spec is not None else None
 
 
 def part_of(name, scope):
@@ -42,14 +50,15 @@ def part_of(name, scope):
 def official_variables(model):
     """{official name: Keras variable} for every weight of a backbone, classifier or DeepLabV3Plus."""
     backbone = backbone_of(model)
-    if backbone.variant not in OFFICIAL_SCOPES:
-        raise ValueError(f"{backbone.variant} has no official TF-slim names; "
+    scope = official_scope(backbone)
+    if scope is None:
+        raise ValueError(f"{backbone.name} has no official TF-slim names; "
                          f"official checkpoints exist for {', '.join(OFFICIAL_SCOPES)}")
     scoped = {id(layer) for layer in backbone.layers}
     names = {}
     for layer in model.layers:
         in_scope = not isinstance(model, DeepLabV3Plus) or id(layer) in scoped
-        prefix = backbone.variant + "/" if in_scope else ""
+        prefix = scope + "/" if in_scope else ""
         for variable in layer.weights:
             suffix = SUFFIXES.get((type(layer), variable.name))
             if suffix is None:

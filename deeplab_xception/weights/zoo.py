@@ -24,7 +24,7 @@ class Pretrained:
     name: str
     url: str
     variant: str
-    task: str                # what the archive holds: "deeplab" or an ImageNet "backbone"
+    kind: str                # the model kind the archive holds: "deeplab" or an ImageNet "backbone"
     dataset: str
     num_classes: int = None
     crop_size: tuple = None  # evaluation crop (height, width)
