@@ -42,10 +42,22 @@ def tag_section(inputs, outputs, section):
 
     Builders call it as they walk, so the budget breakdown reads which part of
     the model (entry_flow, aspp, decoder, ...) a layer belongs to off the layer.
+    It follows each symbolic tensor back to the layer call that made it, and
+    adds nothing to the graph.
     """
-    for layer in keras.Model(inputs, outputs).layers:
-        if not isinstance(layer, keras.layers.InputLayer) and not hasattr(layer, "section"):
+    stop = {id(t) for t in keras.tree.flatten(inputs)}
+    pending, seen = list(keras.tree.flatten(outputs)), set()
+    while pending:
+        tensor = pending.pop()
+        if id(tensor) in stop or id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        layer, node_index, _ = tensor._keras_history
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if not hasattr(layer, "section"):
             layer.section = section
+        pending.extend(layer._inbound_nodes[node_index].input_tensors)
 
 
 def scale_dimension(dim, scale):
