@@ -25,10 +25,12 @@ class XceptionClassifier(ConfigModel):
 
     def __init__(self, backbone, num_classes=None, activation="softmax", dropout=0.5, **kwargs):
         self.backbone = backbone
-        spec = backbone.spec
-        num_classes = num_classes or spec.imagenet_classes
+        spec = getattr(backbone, "spec", None)  # other encoders: slim's head, classes given
+        num_classes = num_classes or (spec.imagenet_classes if spec else None)
+        if not num_classes or num_classes < 1:
+            raise ValueError(f"num_classes: must be positive, got {num_classes}")
         dtype = backbone.layer_dtype
-        dense = spec.classifier_head == "dense"
+        dense = spec is not None and spec.classifier_head == "dense"
         x = layers.GlobalAveragePooling2D(name="avg_pool", keepdims=not dense, dtype=dtype)(backbone.output)
         if dense:
             outputs = layers.Dense(num_classes, activation=activation, name="predictions",

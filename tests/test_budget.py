@@ -5,13 +5,13 @@ import json
 import keras
 import matplotlib.image
 import pytest
-import tensorflow as tf
 
 from deeplab_xception import build_model
 from deeplab_xception.budget import SECTIONS, budget, count_multiply_adds
 from deeplab_xception.cli import main
 from deeplab_xception.errors import UserError
 from deeplab_xception.layers import scale_dimension
+from helpers import profiled_multiply_adds
 
 # DeepLabv3+ paper, Table 5: xception_65, 513x513, 21 classes, single scale.
 TABLE5 = [  # (eval output stride, decoder, separable, billions of multiply-adds)
@@ -60,15 +60,6 @@ def test_multiscale_flip_matches_the_model_zoo(manifest):
     assert row.parameters == manifest["num_elements"]
 
 
-def _profiled_multiply_adds(model, image_size, op_types):
-    """TF profiler float ops / 2 of the model traced at batch 1, counting only `op_types`."""
-    spec = tf.TensorSpec((1, *image_size, 3))
-    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec).graph
-    options = dict(tf.compat.v1.profiler.ProfileOptionBuilder.float_operation(),
-                   output="none", account_type_regexes=op_types)
-    return tf.compat.v1.profiler.profile(graph, options=options).total_float_ops / 2
-
-
 def _hand_model():
     """Every counted layer type, with dilation under SAME and VALID padding."""
     inputs = keras.Input((None, None, 3))
@@ -99,8 +90,8 @@ def test_counts_match_tensorflow_profiler(name):
     build, size, tolerance = MODELS[name]
     model = build()
     ours = sum(paper for paper, _ in count_multiply_adds(model, size).values())
-    assert ours == _profiled_multiply_adds(model, size, ["Conv2D", "DepthwiseConv2dNative", "MatMul"])
-    everything = _profiled_multiply_adds(model, size, [".*"])
+    assert ours == profiled_multiply_adds(model, size, ["Conv2D", "DepthwiseConv2dNative", "MatMul"])
+    everything = profiled_multiply_adds(model, size, [".*"])
     assert ours < everything < ours * (1 + tolerance)
 
 
@@ -188,8 +179,9 @@ def test_cli_table_measure_and_plot(capsys, tmp_path):
     (["--backbone", "xception_99"], "unknown backbone 'xception_99'"),
     (["--scales", "1", "0"], "--scales"),
     (["--measure", "0"], "--measure"),
-    (["--task", "backbone", "--no-decoder"], "--kind deeplab only"),
-    (["--backbone", "xception", "--output-stride", "32"], "no stride-4 features"),
+    (["--kind", "backbone", "--no-decoder"], "--kind deeplab only"),
+    (["--kind", "classifier", "--backbone", "xception", "--output-stride", "16"],
+     "--output-stride: xception cannot run at output stride 16"),
 ])
 def test_cli_bad_arguments(capsys, argv, message):
     argv = ["--backbone", "xception_tiny", "--input-size", "33", "33"] + argv
