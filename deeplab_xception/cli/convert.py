@@ -1,10 +1,13 @@
 """`deeplab-xception convert`: any weights the package reads, as the package's .keras model file."""
 
 from deeplab_xception.backbones import Backbone
-from deeplab_xception.errors import UserError
+from deeplab_xception.errors import ArgumentError, UserError
 from deeplab_xception.io import atomic_path
 from deeplab_xception.models import KINDS
 from deeplab_xception.weights import load_model
+
+# `load_model` argument: the flag that sets it.
+FLAGS = {"kind": "--kind", "num_classes": "--num-classes", "output_stride": "--output-stride"}
 
 
 def describe(model):
@@ -21,8 +24,11 @@ def describe(model):
 def run(args):
     if not args.dst.endswith(".keras"):
         raise UserError(f"{args.dst}: the output must be a .keras file")
-    model = load_model(args.src, kind=args.kind, num_classes=args.num_classes,
-                       output_stride=args.output_stride)
+    try:
+        model = load_model(args.src, kind=args.kind, num_classes=args.num_classes,
+                           output_stride=args.output_stride)
+    except ArgumentError as e:
+        raise e.for_flags(FLAGS) from None
     with atomic_path(args.dst) as tmp:
         model.save(tmp)
     print(f"{args.dst}: {describe(model)}")

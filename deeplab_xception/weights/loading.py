@@ -22,7 +22,7 @@ def _first_line(error):
 
 def _check_classes(source, held, asked):
     if held is not None and asked is not None and held != asked:
-        raise UserError(f"{source}: checkpoint has {held} classes, num_classes asked for {asked}")
+        raise ArgumentError("num_classes", f"{source} has {held} classes, asked for {asked}")
 
 
 def _build(source, kind, **options):
