@@ -10,6 +10,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "VARIANTS": "deeplab_xception.backbones",
+    "Backbone": "deeplab_xception.backbones",
+    "register_backbone": "deeplab_xception.backbones",
     "XceptionBackbone": "deeplab_xception.backbones",
     "XceptionClassifier": "deeplab_xception.classifier",
     "DeepLabV3Plus": "deeplab_xception.deeplab",
