@@ -91,6 +91,16 @@ def test_decoder_tap_is_the_stride4_batch_norm_output():
             keras.KerasTensor((1, 513, 513, 3))).shape[1:3] == (129, 129)
 
 
+def test_pyramid_holds_the_last_map_at_each_stride_and_the_output_at_its_own():
+    """Recorded as the walk leaves each stride; at output stride 4 the output is the stride-4 map."""
+    os8 = XceptionBackbone("xception_tiny", output_stride=8)
+    assert sorted(os8.pyramid_outputs) == [2, 4, 8] and os8.pyramid_outputs[8] is os8.output
+    tap = "entry_flow.block2.unit_1.xception_module.separable_conv2_pointwise.BatchNorm"
+    assert os8.pyramid_outputs[4] is os8.get_layer(tap).output
+    os4 = XceptionBackbone("xception_tiny", output_stride=4)
+    assert sorted(os4.pyramid_outputs) == [2, 4] and os4.pyramid_outputs[4] is os4.output
+
+
 def test_depthwise_layouts_differ_where_the_reference_says():
     def relus_after_depthwise(model):
         return sum(l.name.endswith("_depthwise.relu") for l in model.layers)
