@@ -43,18 +43,25 @@ def write_photo(path, height=3024, width=4032, seed=0):
     cv2.imwrite(path, photo, [cv2.IMWRITE_JPEG_QUALITY, 92])
 
 
-def write_weights(path):
-    sys.path.insert(0, REPO)
-    from deeplab_xception import build_model
+WRITE_WEIGHTS = """
+import sys
+import numpy as np
+from deeplab_xception import build_model
+model = build_model("deeplab", backbone="xception_65", num_classes=21)
+rng = np.random.default_rng(0)
+for w in model.weights:
+    value = rng.normal(0.0, 0.05, w.shape)
+    if "variance" in w.path:
+        value = 1.0 + np.abs(value)
+    w.assign(value.astype("float32"))
+model.save(sys.argv[1])
+"""
 
-    model = build_model("deeplab", backbone="xception_65", num_classes=21)
-    rng = np.random.default_rng(0)
-    for w in model.weights:
-        value = rng.normal(0.0, 0.05, w.shape)
-        if "variance" in w.path:
-            value = 1.0 + np.abs(value)
-        w.assign(value.astype("float32"))
-    model.save(path)
+
+def write_weights(path):
+    """In a process of its own, so that the model's memory is not held during the runs."""
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    subprocess.run([sys.executable, "-c", WRITE_WEIGHTS, path], env=env, check=True)
 
 
 def measure(checkout, photo, weights, extra, output_dir):
@@ -81,9 +88,6 @@ def main():
                         help="further segment options, e.g. --tile off")
     parser.add_argument("--output", default="benchmarks/results/large_image.json")
     args = parser.parse_args()
-    sys.path.insert(0, REPO)
-    from deeplab_xception.io import write_json
-
     work = args.work_dir or tempfile.mkdtemp(prefix="large-image-")
     os.makedirs(work, exist_ok=True)
     photo = os.path.join(work, "photo.jpg")
@@ -102,6 +106,9 @@ def main():
                          "peak_rss_gib": peak, "seconds": seconds, "exit_status": status})
             print(f"{config:<16} {label:<7} peak RSS {peak:6.2f} GiB  {seconds:8.1f} s  "
                   f"exit {status}", flush=True)
+    sys.path.insert(0, REPO)
+    from deeplab_xception.io import write_json
+
     write_json(args.output, {"image": "4032x3024 JPEG", "model": "xception_65 DeepLabv3+, 21 classes",
                              "runs": rows}, indent=1)
     print(f"wrote {args.output}")

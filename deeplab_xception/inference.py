@@ -132,14 +132,14 @@ def pixel_limit_problem(height, width, scales=(1.0,), max_pixels=DEFAULT_MAX_PIX
     """Why an image of `height` x `width` may not be segmented at `scales`, or None."""
     if max_pixels is None:
         return None
-    limit = f"the limit of {max_pixels / 1e6:g} megapixels (--max-pixels)"
+    limit = f"the limit of {max_pixels / 1e6:.3g} megapixels (--max-pixels)"
     if height * width > max_pixels:
-        return f"{width}x{height} pixels ({height * width / 1e6:.1f} megapixels) exceed {limit}"
+        return f"{width}x{height} pixels ({height * width / 1e6:.3g} megapixels) exceed {limit}"
     for scale in scales:
         scaled = (scale_dimension(height, scale), scale_dimension(width, scale))
         if scaled[0] * scaled[1] > max_pixels:
             return (f"{width}x{height} pixels at scale {scale:g} become {scaled[1]}x{scaled[0]} "
-                    f"({scaled[0] * scaled[1] / 1e6:.1f} megapixels), more than {limit}")
+                    f"({scaled[0] * scaled[1] / 1e6:.3g} megapixels), more than {limit}")
     return None
 
 

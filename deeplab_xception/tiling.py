@@ -18,6 +18,8 @@ resized on its own, bit for bit as part of the whole.
 
 import numpy as np
 
+from deeplab_xception.errors import UserError
+
 DEFAULT_TILE = (513, 513)  # the official eval crop
 DEFAULT_OVERLAP = 1 / 3
 # "auto" runs an image whole up to this many pixels (the largest official eval
@@ -31,10 +33,10 @@ def tile_option(tile):
     if tile is None or (isinstance(tile, str) and tile in ("auto", "off")):
         return None if tile in (None, "off") else "auto"
     if isinstance(tile, str):
-        raise ValueError(f"tile: must be 'auto', 'off' or a size, got {tile!r}")
+        raise UserError(f"tile: must be 'auto', 'off' or a size, got {tile!r}")
     size = (tile, tile) if np.isscalar(tile) else tuple(tile)
     if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
-        raise ValueError(f"tile: must be 'auto', 'off' or positive (height, width), got {tile!r}")
+        raise UserError(f"tile: must be 'auto', 'off' or positive (height, width), got {tile!r}")
     return int(size[0]), int(size[1])
 
 
@@ -113,10 +115,10 @@ class Tiling:
 
     def __init__(self, tile="auto", overlap=DEFAULT_OVERLAP, align=16):
         if not 0 <= overlap < 1:
-            raise ValueError(f"overlap: must be in [0, 1), got {overlap:g}")
+            raise UserError(f"overlap: must be in [0, 1), got {overlap:g}")
         self.tile = tile_option(tile)
         if isinstance(self.tile, tuple) and min(self.tile) < 2 * align:
-            raise ValueError(f"tile: {self.tile[0]}x{self.tile[1]} is smaller than twice the "
+            raise UserError(f"tile: {self.tile[0]}x{self.tile[1]} is smaller than twice the "
                              f"output stride ({2 * align})")
         self.overlap = overlap
         self.align = align
