@@ -64,11 +64,13 @@ def write_weights(path):
     subprocess.run([sys.executable, "-c", WRITE_WEIGHTS, path], env=env, check=True)
 
 
-def measure(checkout, photo, weights, extra, output_dir):
-    """(peak RSS in GiB, wall seconds, exit status) of one `segment` run."""
+def measure(checkout, photo, weights, extra, output_dir, timeout=None):
+    """(peak RSS in GiB, wall seconds, exit status) of one `segment` run; a run stopped at
+    `timeout` seconds exits 124 and reports the peak it reached."""
     env = dict(os.environ, PYTHONPATH=checkout, TF_CPP_MIN_LOG_LEVEL="3")
+    limit = ["timeout", str(timeout)] if timeout else []
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
-        command = ["/usr/bin/time", "-f", "%M", "-o", report.name, sys.executable, "-c", CLI,
+        command = ["/usr/bin/time", "-f", "%M", "-o", report.name, *limit, sys.executable, "-c", CLI,
                    "segment", photo, "--weights", weights, "--output-dir", output_dir, *extra]
         start = time.perf_counter()
         status = subprocess.run(command, env=env).returncode
@@ -82,6 +84,9 @@ def main():
     parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=["os16"])
     parser.add_argument("--before", metavar="CHECKOUT",
                         help="also run each configuration with this checkout of the package")
+    parser.add_argument("--size", type=int, nargs=2, default=(3024, 4032), metavar=("H", "W"),
+                        help="the generated photo's size (default 3024 4032, 12 megapixels)")
+    parser.add_argument("--timeout", type=int, help="stop each run after this many seconds")
     parser.add_argument("--weights", help="a .keras xception_65 DeepLab (default: random weights)")
     parser.add_argument("--work-dir", default=None, help="where the photo, weights and outputs go")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
@@ -90,9 +95,9 @@ def main():
     args = parser.parse_args()
     work = args.work_dir or tempfile.mkdtemp(prefix="large-image-")
     os.makedirs(work, exist_ok=True)
-    photo = os.path.join(work, "photo.jpg")
+    photo = os.path.join(work, f"photo-{args.size[1]}x{args.size[0]}.jpg")
     if not os.path.exists(photo):
-        write_photo(photo)
+        write_photo(photo, *args.size)
     weights = args.weights or os.path.join(work, "xception65_random.keras")
     if not os.path.exists(weights):
         write_weights(weights)
@@ -101,7 +106,8 @@ def main():
     for config in args.configs:
         for label, checkout in checkouts.items():
             peak, seconds, status = measure(checkout, photo, weights, CONFIGS[config] + args.extra,
-                                            os.path.join(work, f"out-{label}-{config}"))
+                                            os.path.join(work, f"out-{label}-{config}"),
+                                            args.timeout)
             rows.append({"config": config, "code": label, "options": CONFIGS[config] + args.extra,
                          "peak_rss_gib": peak, "seconds": seconds, "exit_status": status})
             print(f"{config:<16} {label:<7} peak RSS {peak:6.2f} GiB  {seconds:8.1f} s  "
@@ -109,7 +115,7 @@ def main():
     sys.path.insert(0, REPO)
     from deeplab_xception.io import write_json
 
-    write_json(args.output, {"image": "4032x3024 JPEG", "model": "xception_65 DeepLabv3+, 21 classes",
+    write_json(args.output, {"image": f"{args.size[1]}x{args.size[0]} JPEG", "timeout": args.timeout, "model": "xception_65 DeepLabv3+, 21 classes",
                              "runs": rows}, indent=1)
     print(f"wrote {args.output}")
 

@@ -143,6 +143,10 @@ def pixel_limit_problem(height, width, scales=(1.0,), max_pixels=DEFAULT_MAX_PIX
     return None
 
 
+def _preprocess_array(images):
+    return ops.convert_to_numpy(preprocess(images))
+
+
 class Segmenter:
     """Class probabilities for images of any size from a DeepLabV3Plus.
 
@@ -180,14 +184,13 @@ class Segmenter:
         """One `tiling.Pass` per scale and flip of uint8 N x H x W x 3 `images`."""
         height, width = int(images.shape[1]), int(images.shape[2])
         self.check_size(height, width)
-        images = ops.convert_to_numpy(preprocess(images))
         passes = []
         for scale in self.scales:
             size = (scale_dimension(height, scale), scale_dimension(width, scale))
             intermediate = (scale_dimension(height, max(1.0, scale) / self.logits_stride),
                             scale_dimension(width, max(1.0, scale) / self.logits_stride))
             for flipped in (False, True)[:1 + self.flip]:
-                scaled = ScaledImages(images, size, flipped)
+                scaled = ScaledImages(images, size, _preprocess_array, flipped)
                 logits = self.tiling.logits(self.logits_model, scaled, self.logits_stride)
                 passes.append(Pass(logits, intermediate, (height, width), flipped))
         return passes

@@ -70,12 +70,14 @@ def _select(taps, index):
 
 
 class ScaledImages:
-    """Preprocessed N x H x W x 3 images resized (align corners, rows then columns) to
-    `size` and maybe flipped left-right, computed only for the crop asked for."""
+    """uint8 N x H x W x 3 images, preprocessed by `preprocess` (float32 arrays in and out),
+    resized (align corners, rows then columns) to `size` and maybe flipped left-right;
+    computed only for the crop asked for, so the whole scaled image never exists."""
 
-    def __init__(self, images, size, flip=False):
+    def __init__(self, images, size, preprocess, flip=False):
         self.images = images
         self.size = tuple(size)
+        self.preprocess = preprocess
         self.flip = flip
         height, width = images.shape[1:3]
         self.resized = self.size != (height, width)
@@ -87,10 +89,10 @@ class ScaledImages:
         rows, columns = slice(top, top + height), slice(left, left + width)
         if not self.resized:
             images = self.images[:, :, ::-1] if self.flip else self.images
-            return np.ascontiguousarray(images[:, rows, columns])
+            return self.preprocess(np.ascontiguousarray(images[:, rows, columns]))
         row_taps, column_taps = _select(self.row_taps, rows), _select(self.column_taps, columns)
         first, last = _span(row_taps)
-        block = resize_axis(self.images[:, first:last], row_taps, 1, first)
+        block = resize_axis(self.preprocess(self.images[:, first:last]), row_taps, 1, first)
         first, last = _span(column_taps)
         return resize_axis(block[:, :, first:last], column_taps, 2, first)
 
