@@ -1,14 +1,18 @@
-"""Preprocessing and single- or multi-scale + flip prediction, as the official eval does it."""
+"""Preprocessing and single- or multi-scale + flip prediction, as the official eval does it,
+whole or in tiles (`tiling`)."""
 
 import keras
 import numpy as np
 from keras import ops
 
 from deeplab_xception.errors import UserError
-from deeplab_xception.layers import resize_align_corners, scale_dimension
+from deeplab_xception.layers import scale_dimension
+from deeplab_xception.tiling import DEFAULT_OVERLAP, Pass, ScaledImages, Tiling
 
 MEAN_PIXEL = 127.5
 IGNORE_LABEL = 255
+DEFAULT_MAX_PIXELS = 100_000_000
+BAND_VALUES = 1 << 22  # probabilities are computed in blocks of rows of about this many values
 
 
 class _FoldedAway(keras.layers.Layer):
@@ -124,6 +128,25 @@ def preprocess(images):
     return ops.cast(images, "float32") * (2.0 / 255.0) - 1.0
 
 
+def pixel_limit_problem(height, width, scales=(1.0,), max_pixels=DEFAULT_MAX_PIXELS):
+    """Why an image of `height` x `width` may not be segmented at `scales`, or None."""
+    if max_pixels is None:
+        return None
+    limit = f"the limit of {max_pixels / 1e6:.3g} megapixels (--max-pixels)"
+    if height * width > max_pixels:
+        return f"{width}x{height} pixels ({height * width / 1e6:.3g} megapixels) exceed {limit}"
+    for scale in scales:
+        scaled = (scale_dimension(height, scale), scale_dimension(width, scale))
+        if scaled[0] * scaled[1] > max_pixels:
+            return (f"{width}x{height} pixels at scale {scale:g} become {scaled[1]}x{scaled[0]} "
+                    f"({scaled[0] * scaled[1] / 1e6:.3g} megapixels), more than {limit}")
+    return None
+
+
+def _preprocess_array(images):
+    return ops.convert_to_numpy(preprocess(images))
+
+
 class Segmenter:
     """Class probabilities for images of any size from a DeepLabV3Plus.
 
@@ -131,41 +154,66 @@ class Segmenter:
     scale_dimension(H, s) x scale_dimension(W, s); the logits at their own
     stride are resized to scale_dimension(H, max(1, s) / stride), then to
     H x W; the result is the mean of the softmaxes over scales and flips.
+    `tile` says how each scaled image gets its logits (see `tiling`): "auto"
+    runs it whole up to `tiling.AUTO_WHOLE_PIXELS` and in 513 x 513 tiles
+    above, "off" (or None) always whole, (h, w) in tiles of that size that
+    overlap by `overlap`. Probabilities are computed a block of rows at a time,
+    so `labels` never holds more than the logits of the passes and one block.
+    Images (and their scaled sizes) over `max_pixels` are refused.
     """
 
-    def __init__(self, model, scales=(1.0,), flip=False):
+    def __init__(self, model, scales=(1.0,), flip=False, tile="auto", overlap=DEFAULT_OVERLAP,
+                 max_pixels=DEFAULT_MAX_PIXELS):
         if not scales or any(s <= 0 for s in scales):
             raise UserError(f"--scales: must be positive, got {' '.join(f'{s:g}' for s in scales)}")
         self.model = model
         self.scales = tuple(float(s) for s in scales)
         self.flip = flip
+        self.max_pixels = max_pixels
+        self.tiling = Tiling(tile, overlap, align=model.output_stride)
         self.logits_model = compiled_call(
             keras.Model(model.input, model.get_layer(model.LOGITS).output))
         self.logits_stride = model.logits_stride
 
-    def _logits(self, images, height, width, scale):
-        logits = self.logits_model(images)
-        size = (scale_dimension(height, max(1.0, scale) / self.logits_stride),
-                scale_dimension(width, max(1.0, scale) / self.logits_stride))
-        return resize_align_corners(logits, size)
+    def check_size(self, height, width):
+        problem = pixel_limit_problem(height, width, self.scales, self.max_pixels)
+        if problem:
+            raise UserError(problem)
+
+    def passes(self, images):
+        """One `tiling.Pass` per scale and flip of uint8 N x H x W x 3 `images`."""
+        height, width = int(images.shape[1]), int(images.shape[2])
+        self.check_size(height, width)
+        passes = []
+        for scale in self.scales:
+            size = (scale_dimension(height, scale), scale_dimension(width, scale))
+            intermediate = (scale_dimension(height, max(1.0, scale) / self.logits_stride),
+                            scale_dimension(width, max(1.0, scale) / self.logits_stride))
+            for flipped in (False, True)[:1 + self.flip]:
+                scaled = ScaledImages(images, size, _preprocess_array, flipped)
+                logits = self.tiling.logits(self.logits_model, scaled, self.logits_stride)
+                passes.append(Pass(logits, intermediate, (height, width), flipped))
+        return passes
+
+    def bands(self, images):
+        """(rows, N x rows x W x C probabilities) for blocks of rows from top to bottom."""
+        passes = self.passes(images)
+        count, height, width = (int(d) for d in images.shape[:3])
+        step = max(1, BAND_VALUES // (count * width * self.model.num_classes))
+        for top in range(0, height, step):
+            rows = slice(top, min(top + step, height))
+            yield rows, sum(p.probabilities(rows) for p in passes) / len(passes)
 
     def probabilities(self, images):
         """Batch of uint8 N x H x W x 3 images to float32 N x H x W x C probabilities."""
-        images = preprocess(images)
-        height, width = int(images.shape[1]), int(images.shape[2])
-        total = 0.0
-        for scale in self.scales:
-            scaled = images
-            if scale != 1.0:
-                scaled = resize_align_corners(
-                    images, (scale_dimension(height, scale), scale_dimension(width, scale)))
-            passes = [self._logits(scaled, height, width, scale)]
-            if self.flip:
-                flipped = self._logits(ops.flip(scaled, axis=2), height, width, scale)
-                passes.append(ops.flip(flipped, axis=2))
-            for logits in passes:
-                total = total + ops.softmax(resize_align_corners(logits, (height, width)), axis=-1)
-        return ops.convert_to_numpy(total / (len(self.scales) * (2 if self.flip else 1)))
+        return np.concatenate([band for _, band in self.bands(images)], axis=1)
 
-    def labels(self, images):
-        return np.argmax(self.probabilities(images), axis=-1).astype(np.uint8)
+    def labels(self, images, probabilities=None):
+        """uint8 N x H x W labels; image i's H x W x C probabilities are also stored into
+        `probabilities[i]` (an array or a memory-mapped .npy) when given."""
+        labels = np.empty(images.shape[:3], np.uint8)
+        for rows, band in self.bands(images):
+            labels[:, rows] = band.argmax(axis=-1)
+            for out, values in zip(() if probabilities is None else probabilities, band):
+                out[rows] = values
+        return labels

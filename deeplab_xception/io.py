@@ -32,6 +32,37 @@ def atomic_path(path):
             os.remove(tmp)
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Sends file descriptor 2 to /dev/null: libpng and libjpeg print their complaints about a
+    broken file there, before OpenCV returns None and the caller names the file itself."""
+    saved = os.dup(2)
+    with open(os.devnull, "wb") as null:
+        os.dup2(null.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def image_size(path):
+    """(height, width) from the file's header, without decoding the pixels; None when PIL
+    cannot tell (then only decoding can)."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # the caller applies its own limit, by name
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except Exception:  # PIL raises many kinds for files it cannot parse
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    return height, width
+
+
 def read_image(path):
     """RGB uint8 H x W x 3 from any file OpenCV reads.
 
@@ -42,7 +73,8 @@ def read_image(path):
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file")
     data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    with _native_stderr_silenced():
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         raise UserError(f"{path}: not a readable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -65,6 +97,16 @@ def save_npy(path, array):
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, array)
+
+
+@contextlib.contextmanager
+def open_npy(path, shape, dtype=np.float32):
+    """A memory-mapped .npy array of `shape` to fill in, so a large array never has to fit in
+    memory; it appears at `path` only once the block exits without an error."""
+    with atomic_path(path) as tmp:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape))
+        yield array
+        array.flush()
 
 
 def write_json(path, data, indent=2):

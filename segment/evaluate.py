@@ -22,12 +22,12 @@ def check_classes(model, dataset):
                         f"the model predicts {model.num_classes}")
 
 
-def confusion_matrix(model, dataset, scales=(1.0,), flip=False, output_stride=None):
+def confusion_matrix(model, dataset, scales=(1.0,), flip=False, output_stride=None, tile="auto"):
     """Pixel counts [true class, predicted class] over the split, 255 labels left out."""
     check_classes(model, dataset)
     if output_stride is not None and output_stride != model.output_stride:
         model = with_output_stride(model, output_stride)
-    segmenter = Segmenter(model, scales=scales, flip=flip)
+    segmenter = Segmenter(model, scales=scales, flip=flip, tile=tile)
     metric = keras.metrics.MeanIoU(dataset.num_classes, sparse_y_true=True, sparse_y_pred=True,
                                    dtype="float64")
     for index in tqdm(range(len(dataset)), desc="evaluating", unit="image"):
@@ -89,9 +89,11 @@ def write_report(output_dir, report, confusion, classes):
     plot_confusion(os.path.join(output_dir, "confusion_matrix.png"), confusion, classes)
 
 
-def evaluate(model, dataset, scales=(1.0,), flip=False, output_stride=None, output_dir=None):
-    """The report for `dataset`; also written under `output_dir` when given."""
-    confusion = confusion_matrix(model, dataset, scales, flip, output_stride)
+def evaluate(model, dataset, scales=(1.0,), flip=False, output_stride=None, output_dir=None,
+             tile="auto"):
+    """The report for `dataset`; also written under `output_dir` when given. `tile`: whole-image
+    or tiled inference, as `Segmenter` takes it."""
+    confusion = confusion_matrix(model, dataset, scales, flip, output_stride, tile)
     settings = {"output_stride": output_stride or model.output_stride,
                 "scales": list(scales), "flip": flip, "num_images": len(dataset)}
     report = summarize(confusion, dataset.classes, settings)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from deeplab_xception import build_model, inference
 from deeplab_xception.cli import main
-from deeplab_xception.cli.segment import class_table, read_batches
+from deeplab_xception.predict import class_table, read_batches
 from deeplab_xception.inference import Segmenter
 from deeplab_xception.io import read_image
 from deeplab_xception.visualize import MIN_DISPLAY_SIZE, blend, enlarge_for_display

@@ -30,5 +30,6 @@ def run(args):
                            categories=tuple(c for c in args.categories.split(",") if c))
     model = load_model(args.weights, kind="deeplab")
     report, _ = evaluate(model, dataset, scales=args.scales, flip=args.flip,
-                         output_stride=args.output_stride, output_dir=args.output_dir)
+                         output_stride=args.output_stride, output_dir=args.output_dir,
+                         tile=args.tile)
     print(format_table(report), end="")

@@ -1,6 +1,6 @@
 """`deeplab-xception export`: a DeepLab model as a SavedModel, ONNX or TFLite segmenter."""
 
-from deeplab_xception.cli.segment import load_segmentation_model
+from deeplab_xception.predict import load_segmentation_model
 from deeplab_xception.export import FORMATS, export
 
 

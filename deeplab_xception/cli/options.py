@@ -13,10 +13,43 @@ def positive_scale(text):
     return scale
 
 
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+class TileAction(argparse.Action):
+    """--tile auto | off | H W | N: stored as "auto", "off" or (H, W)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if len(values) == 1 and values[0] in ("auto", "off"):
+            setattr(namespace, self.dest, values[0])
+            return
+        try:
+            size = tuple(positive_int(v) for v in values)
+        except argparse.ArgumentTypeError:
+            size = ()
+        if len(size) not in (1, 2):
+            parser.error(f"argument {option_string}: expected auto, off, or a tile size H W "
+                         f"(or N for N x N), got {' '.join(values)}")
+        setattr(namespace, self.dest, size * (3 - len(size)))
+
+
 def add_eval_options(parser):
-    """--output-stride, --scales and --flip: how a DeepLab model is evaluated."""
+    """--output-stride, --scales, --flip and --tile: how a DeepLab model is evaluated."""
     parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
                         help="evaluation output stride (default: the model's)")
     parser.add_argument("--scales", type=positive_scale, nargs="+", default=(1.0,), metavar="S",
                         help="eval scales, probabilities averaged (e.g. 0.5 0.75 1 1.25 1.5 1.75)")
     parser.add_argument("--flip", action="store_true", help="also average left-right flips")
+    parser.add_argument("--tile", nargs="+", action=TileAction, default="auto",
+                        metavar="auto|off|H W",
+                        help="sliding-window inference in tiles of H x W (overlapping by a third, "
+                             "logits averaged): bounded memory for any image size; off: whole "
+                             "images; auto (default): whole images up to 1025x2049 pixels per "
+                             "scale, 513x513 tiles above")

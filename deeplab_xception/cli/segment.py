@@ -1,138 +1,15 @@
 """`deeplab-xception segment`: label maps, overlays and class shares for images of any size."""
 
-import glob
 import os
 import sys
 
-import numpy as np
 from tqdm import tqdm
 
-from deeplab_xception.cli.options import add_eval_options
-from deeplab_xception.deeplab import DeepLabV3Plus
+from deeplab_xception.cli.options import add_eval_options, positive_int
 from deeplab_xception.errors import UserError
-from deeplab_xception.inference import Segmenter
-from deeplab_xception.io import read_image, save_npy, write_image, write_json
-from deeplab_xception.visualize import class_fractions, overlay, write_label_png
-from deeplab_xception.weights import load_model
-
-# Extensions taken from directories and glob patterns; files named one by one may have any.
-IMAGE_EXTENSIONS = (".bmp", ".jp2", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".pnm", ".ppm",
-                    ".tif", ".tiff", ".webp")
-WAITING_BATCHES = 4  # images held back to fill batches of their size, in batches
-OUTPUT_SUFFIXES = {"labels": ".png", "overlay": ".overlay.png", "json": ".json",
-                   "probabilities": ".npy"}
-
-
-def find_images(inputs):
-    """(image paths, problems) from files, directories and glob patterns, each path once."""
-    found, problems = {}, []
-    for spec in inputs:
-        if os.path.isfile(spec):
-            paths = [spec]
-        elif os.path.isdir(spec):
-            paths = _images_in(sorted(os.path.join(spec, name) for name in os.listdir(spec)))
-            if not paths:
-                problems.append(f"{spec}: directory holds no {'/'.join(IMAGE_EXTENSIONS)} files")
-        elif glob.has_magic(spec):
-            paths = _images_in(sorted(glob.glob(spec, recursive=True)))
-            if not paths:
-                problems.append(f"{spec}: no image file matches")
-        else:
-            paths = []
-            problems.append(f"{spec}: no such file")
-        for path in paths:
-            found.setdefault(os.path.realpath(path), path)
-    return list(found.values()), problems
-
-
-def _images_in(paths):
-    return [p for p in paths if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS)]
-
-
-def plan_outputs(images, output_dir, kinds):
-    """{image: {kind: output path}}; outputs may overwrite neither each other nor an input."""
-    inputs = {os.path.realpath(path): path for path in images}
-    owners, plans = {}, {}
-    for path in images:
-        stem = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0])
-        plan = {kind: stem + OUTPUT_SUFFIXES[kind] for kind in kinds}
-        for output in plan.values():
-            real = os.path.realpath(output)
-            if real in inputs:
-                raise UserError(f"{output}: would overwrite the input image {inputs[real]}; "
-                                "choose another --output-dir")
-            if owners.setdefault(real, path) != path:
-                raise UserError(f"{path}: same name as {owners[real]}; "
-                                "their outputs would overwrite each other")
-        plans[path] = plan
-    return plans
-
-
-def load_segmentation_model(weights, output_stride=None):
-    model = load_model(weights, output_stride=output_stride)
-    if not isinstance(model, DeepLabV3Plus):
-        raise UserError(f"{weights}: holds a {model.__class__.__name__}, not a segmentation model")
-    return model
-
-
-def class_table(dataset, classes_file, num_classes, weights):
-    """(class names, palette) from --dataset or --classes; by default the dataset with
-    `num_classes` classes, else numbered classes in VOC's color map."""
-    from segment.datasets import FORMATS
-    from segment.datasets.base import bit_palette
-    from segment.datasets.generic import read_class_list
-
-    if classes_file:
-        names, palette = read_class_list(classes_file)
-        source = classes_file
-    else:
-        if dataset is None:
-            dataset = next((name for name, module in named_datasets(FORMATS).items()
-                            if len(module.CLASSES) == num_classes), None)
-        if dataset is None:
-            return [f"class {i}" for i in range(num_classes)], bit_palette(num_classes)
-        names, palette = FORMATS[dataset].CLASSES, FORMATS[dataset].PALETTE
-        source = f"--dataset {dataset}"
-    if len(names) != num_classes:
-        raise UserError(f"{source}: has {len(names)} classes but {weights} predicts {num_classes}")
-    return list(names), np.asarray(palette, np.uint8)
-
-
-def named_datasets(formats):
-    """The dataset formats with a fixed class list."""
-    return {name: module for name, module in formats.items() if hasattr(module, "CLASSES")}
-
-
-def read_batches(paths, batch_size, failed):
-    """[(path, image)] lists of one image size, at most `batch_size` long; a batch goes when
-    full, or, the largest, when too many images wait. Unreadable files go to `failed(message)`."""
-    pending = {}
-    for path in paths:
-        try:
-            image = read_image(path)
-        except UserError as e:
-            failed(str(e))
-            continue
-        group = pending.setdefault(image.shape[:2], [])
-        group.append((path, image))
-        waiting = sum(map(len, pending.values()))
-        if len(group) == batch_size or waiting > WAITING_BATCHES * batch_size:
-            yield pending.pop(max(pending, key=lambda size: len(pending[size])))
-    yield from pending.values()
-
-
-def write_outputs(plan, path, image, probabilities, names, palette, alpha):
-    labels = probabilities.argmax(axis=-1).astype(np.uint8)
-    write_label_png(plan["labels"], labels, palette)
-    if "overlay" in plan:
-        write_image(plan["overlay"], overlay(image, labels, palette, names, alpha))
-    if "json" in plan:
-        classes = [{"index": c, "name": names[c], "fraction": f}
-                   for c, f in class_fractions(labels, len(names))]
-        write_json(plan["json"], {"image": path, "height": labels.shape[0], "width": labels.shape[1],
-                                  "labels": plan["labels"], "classes": classes})
-    if "probabilities" in plan:
-        save_npy(plan["probabilities"], probabilities.astype(np.float32))
+from deeplab_xception.inference import DEFAULT_MAX_PIXELS, Segmenter
+from deeplab_xception.predict import (class_table, find_images, load_segmentation_model,
+                                      named_datasets, plan_outputs, read_batches, segment_batch)
 
 
 def report(message):
@@ -160,7 +37,8 @@ def run(args):
     if model.num_classes > 256:
         raise UserError(f"{args.weights}: {model.num_classes} classes do not fit uint8 label PNGs")
     names, palette = class_table(args.dataset, args.classes, model.num_classes, args.weights)
-    segmenter = Segmenter(model, scales=args.scales, flip=args.flip)
+    segmenter = Segmenter(model, scales=args.scales, flip=args.flip, tile=args.tile,
+                          max_pixels=args.max_pixels)
     done = 0
     with tqdm(total=len(images), unit="image", disable=len(images) < 2 or None) as progress:
         def unreadable(message):
@@ -168,10 +46,9 @@ def run(args):
             report(message)
             progress.update()
 
-        for batch in read_batches(images, args.batch_size, unreadable):
-            probabilities = segmenter.probabilities(np.stack([image for _, image in batch]))
-            for (path, image), p in zip(batch, probabilities):
-                write_outputs(plans[path], path, image, p, names, palette, args.alpha)
+        for batch in read_batches(images, args.batch_size, unreadable, args.scales,
+                                  args.max_pixels):
+            segment_batch(segmenter, batch, plans, names, palette, args.alpha)
             done += len(batch)
             progress.update(len(batch))
     print(f"{done} image{'s' * (done != 1)} segmented into {args.output_dir}"
@@ -205,8 +82,13 @@ def register(subparsers):
     parser.add_argument("--json", action="store_true",
                         help="also write <name>.json: the share of pixels of each class present")
     parser.add_argument("--save-probabilities", action="store_true",
-                        help="also write <name>.npy: class probabilities, float32 H x W x classes")
+                        help="also write <name>.npy: class probabilities, float32 H x W x classes "
+                             "(memory-mapped, so large images need not fit in memory)")
     add_eval_options(parser)
+    parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                        help="refuse images, read from the file header before decoding, with "
+                             "more pixels than this, or that a --scales value would make larger "
+                             f"(default {DEFAULT_MAX_PIXELS:_}, 100 megapixels)")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",
                         help="images of one size run together, up to this many (default 1)")
     parser.set_defaults(run=run)

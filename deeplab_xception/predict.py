@@ -1,0 +1,156 @@
+"""Segmenting image files: finding them, planning outputs, batching, writing the results.
+
+What `segment`, `export` and the Python API share; the CLI adds argument parsing and messages.
+"""
+
+import contextlib
+import glob
+import os
+
+import numpy as np
+
+from deeplab_xception.deeplab import DeepLabV3Plus
+from deeplab_xception.errors import UserError
+from deeplab_xception.inference import DEFAULT_MAX_PIXELS, pixel_limit_problem
+from deeplab_xception.io import image_size, open_npy, read_image, write_image, write_json
+from deeplab_xception.visualize import class_fractions, overlay, write_label_png
+from deeplab_xception.weights import load_model
+
+# Extensions taken from directories and glob patterns; files named one by one may have any.
+IMAGE_EXTENSIONS = (".bmp", ".jp2", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".pnm", ".ppm",
+                    ".tif", ".tiff", ".webp")
+WAITING_BATCHES = 4  # images held back to fill batches of their size, in batches
+OUTPUT_SUFFIXES = {"labels": ".png", "overlay": ".overlay.png", "json": ".json",
+                   "probabilities": ".npy"}
+
+
+def find_images(inputs):
+    """(image paths, problems) from files, directories and glob patterns, each path once."""
+    found, problems = {}, []
+    for spec in inputs:
+        if os.path.isfile(spec):
+            paths = [spec]
+        elif os.path.isdir(spec):
+            paths = _images_in(sorted(os.path.join(spec, name) for name in os.listdir(spec)))
+            if not paths:
+                problems.append(f"{spec}: directory holds no {'/'.join(IMAGE_EXTENSIONS)} files")
+        elif glob.has_magic(spec):
+            paths = _images_in(sorted(glob.glob(spec, recursive=True)))
+            if not paths:
+                problems.append(f"{spec}: no image file matches")
+        else:
+            paths = []
+            problems.append(f"{spec}: no such file")
+        for path in paths:
+            found.setdefault(os.path.realpath(path), path)
+    return list(found.values()), problems
+
+
+def _images_in(paths):
+    return [p for p in paths if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS)]
+
+
+def plan_outputs(images, output_dir, kinds):
+    """{image: {kind: output path}}; outputs may overwrite neither each other nor an input."""
+    inputs = {os.path.realpath(path): path for path in images}
+    owners, plans = {}, {}
+    for path in images:
+        stem = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0])
+        plan = {kind: stem + OUTPUT_SUFFIXES[kind] for kind in kinds}
+        for output in plan.values():
+            real = os.path.realpath(output)
+            if real in inputs:
+                raise UserError(f"{output}: would overwrite the input image {inputs[real]}; "
+                                "choose another --output-dir")
+            if owners.setdefault(real, path) != path:
+                raise UserError(f"{path}: same name as {owners[real]}; "
+                                "their outputs would overwrite each other")
+        plans[path] = plan
+    return plans
+
+
+def load_segmentation_model(weights, output_stride=None):
+    model = load_model(weights, output_stride=output_stride)
+    if not isinstance(model, DeepLabV3Plus):
+        raise UserError(f"{weights}: holds a {model.__class__.__name__}, not a segmentation model")
+    return model
+
+
+def class_table(dataset, classes_file, num_classes, weights):
+    """(class names, palette) from --dataset or --classes; by default the dataset with
+    `num_classes` classes, else numbered classes in VOC's color map."""
+    from segment.datasets import FORMATS
+    from segment.datasets.base import bit_palette
+    from segment.datasets.generic import read_class_list
+
+    if classes_file:
+        names, palette = read_class_list(classes_file)
+        source = classes_file
+    else:
+        if dataset is None:
+            dataset = next((name for name, module in named_datasets(FORMATS).items()
+                            if len(module.CLASSES) == num_classes), None)
+        if dataset is None:
+            return [f"class {i}" for i in range(num_classes)], bit_palette(num_classes)
+        names, palette = FORMATS[dataset].CLASSES, FORMATS[dataset].PALETTE
+        source = f"--dataset {dataset}"
+    if len(names) != num_classes:
+        raise UserError(f"{source}: has {len(names)} classes but {weights} predicts {num_classes}")
+    return list(names), np.asarray(palette, np.uint8)
+
+
+def named_datasets(formats):
+    """The dataset formats with a fixed class list."""
+    return {name: module for name, module in formats.items() if hasattr(module, "CLASSES")}
+
+
+def read_batches(paths, batch_size, failed, scales=(1.0,), max_pixels=DEFAULT_MAX_PIXELS):
+    """[(path, image)] lists of one image size, at most `batch_size` long; a batch goes when
+    full, or, the largest, when too many images wait. Unreadable files, and files whose
+    header says they (or their `scales`) exceed `max_pixels`, go to `failed(message)`
+    undecoded."""
+    pending = {}
+    for path in paths:
+        size = image_size(path) if os.path.isfile(path) else None
+        problem = size and pixel_limit_problem(*size, scales, max_pixels)
+        if problem:
+            failed(f"{path}: {problem}")
+            continue
+        try:
+            image = read_image(path)
+        except UserError as e:
+            failed(str(e))
+            continue
+        group = pending.setdefault(image.shape[:2], [])
+        group.append((path, image))
+        waiting = sum(map(len, pending.values()))
+        if len(group) == batch_size or waiting > WAITING_BATCHES * batch_size:
+            yield pending.pop(max(pending, key=lambda size: len(pending[size])))
+    yield from pending.values()
+
+
+def segment_batch(segmenter, batch, plans, names, palette, alpha):
+    """Segments one batch of (path, image) and writes each image's outputs as `plans` says;
+    probabilities go straight into memory-mapped .npy files, a block of rows at a time."""
+    images = np.stack([image for _, image in batch])
+    with contextlib.ExitStack() as files:
+        probabilities = None
+        if "probabilities" in plans[batch[0][0]]:
+            probabilities = [files.enter_context(open_npy(plans[path]["probabilities"],
+                                                          (*image.shape[:2], len(names))))
+                             for path, image in batch]
+        labels = segmenter.labels(images, probabilities)
+    for (path, image), image_labels in zip(batch, labels):
+        write_outputs(plans[path], path, image, image_labels, names, palette, alpha)
+
+
+def write_outputs(plan, path, image, labels, names, palette, alpha):
+    """The label PNG and, as planned, the overlay and the class shares of one image."""
+    write_label_png(plan["labels"], labels, palette)
+    if "overlay" in plan:
+        write_image(plan["overlay"], overlay(image, labels, palette, names, alpha))
+    if "json" in plan:
+        classes = [{"index": c, "name": names[c], "fraction": f}
+                   for c, f in class_fractions(labels, len(names))]
+        write_json(plan["json"], {"image": path, "height": labels.shape[0], "width": labels.shape[1],
+                                  "labels": plan["labels"], "classes": classes})
