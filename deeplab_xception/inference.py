@@ -6,6 +6,7 @@ from keras import ops
 
 from deeplab_xception.errors import UserError
 from deeplab_xception.layers import resize_align_corners, scale_dimension
+from deeplab_xception.precision import resolve_precision, with_precision
 
 MEAN_PIXEL = 127.5
 IGNORE_LABEL = 255
@@ -110,10 +111,12 @@ class FrozenGraph:
         return self.function(ops.convert_to_tensor(images, "float32"))[0]
 
 
-def compiled_call(model):
-    """`model` as one inference function for every input size, batch norms folded:
-    a FrozenGraph on TensorFlow; other backends call the folded model directly."""
-    inference = fold_batch_norms(model)
+def compiled_call(model, precision="float32"):
+    """`model` as one inference function for every input size, batch norms folded
+    (in float32, before any cast) and computing in `precision` ("float32",
+    "bfloat16" or "auto", see deeplab_xception.precision): a FrozenGraph on
+    TensorFlow; other backends call the folded model directly."""
+    inference = with_precision(fold_batch_norms(model), resolve_precision(precision))
     if keras.backend.backend() != "tensorflow":
         return lambda images: inference(images, training=False)
     return FrozenGraph(inference)
@@ -131,16 +134,20 @@ class Segmenter:
     scale_dimension(H, s) x scale_dimension(W, s); the logits at their own
     stride are resized to scale_dimension(H, max(1, s) / stride), then to
     H x W; the result is the mean of the softmaxes over scales and flips.
+    The network computes in `precision` ("float32", "bfloat16" or "auto",
+    the one that ran is `self.precision`); logits, resizes, softmax and the
+    average over scales and flips are float32 in every precision.
     """
 
-    def __init__(self, model, scales=(1.0,), flip=False):
+    def __init__(self, model, scales=(1.0,), flip=False, precision="float32"):
         if not scales or any(s <= 0 for s in scales):
             raise UserError(f"--scales: must be positive, got {' '.join(f'{s:g}' for s in scales)}")
         self.model = model
         self.scales = tuple(float(s) for s in scales)
         self.flip = flip
+        self.precision = resolve_precision(precision)
         self.logits_model = compiled_call(
-            keras.Model(model.input, model.get_layer(model.LOGITS).output))
+            keras.Model(model.input, model.get_layer(model.LOGITS).output), self.precision)
         self.logits_stride = model.logits_stride
 
     def _logits(self, images, height, width, scale):

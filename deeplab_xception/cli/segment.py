@@ -7,7 +7,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from deeplab_xception.cli.options import add_eval_options
+from deeplab_xception.cli.options import add_eval_options, add_precision_option
 from deeplab_xception.deeplab import DeepLabV3Plus
 from deeplab_xception.errors import UserError
 from deeplab_xception.inference import Segmenter
@@ -160,7 +160,7 @@ def run(args):
     if model.num_classes > 256:
         raise UserError(f"{args.weights}: {model.num_classes} classes do not fit uint8 label PNGs")
     names, palette = class_table(args.dataset, args.classes, model.num_classes, args.weights)
-    segmenter = Segmenter(model, scales=args.scales, flip=args.flip)
+    segmenter = Segmenter(model, scales=args.scales, flip=args.flip, precision=args.precision)
     done = 0
     with tqdm(total=len(images), unit="image", disable=len(images) < 2 or None) as progress:
         def unreadable(message):
@@ -174,8 +174,8 @@ def run(args):
                 write_outputs(plans[path], path, image, p, names, palette, args.alpha)
             done += len(batch)
             progress.update(len(batch))
-    print(f"{done} image{'s' * (done != 1)} segmented into {args.output_dir}"
-          + (f"; {len(failed)} failed" if failed else ""))
+    print(f"{done} image{'s' * (done != 1)} segmented into {args.output_dir} "
+          f"(computed in {segmenter.precision})" + (f"; {len(failed)} failed" if failed else ""))
     return 2 if not done else 1 if failed else 0
 
 
@@ -207,6 +207,7 @@ def register(subparsers):
     parser.add_argument("--save-probabilities", action="store_true",
                         help="also write <name>.npy: class probabilities, float32 H x W x classes")
     add_eval_options(parser)
+    add_precision_option(parser, "auto")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",
                         help="images of one size run together, up to this many (default 1)")
     parser.set_defaults(run=run)
