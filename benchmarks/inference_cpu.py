@@ -1,9 +1,14 @@
-"""DeepLabv3+ xception_65 CPU inference: ours (Keras 3 on TensorFlow) beside smp + timm (PyTorch).
+"""DeepLabv3+ xception_65 CPU inference: ours (Keras 3 on TensorFlow) in each precision beside
+smp + timm (PyTorch: eager, bf16 autocast, torch.compile) and OpenVINO on the same network.
 
-Both run in the same invocation, configuration by configuration, so the ratio
-compares like with like on a shared machine. Prints a table and writes JSON.
+Everything runs in the same invocation, configuration by configuration, ours
+and the peers alternating, so the ratios compare like with like on a shared
+machine. GFLOP/s are set against the float32 and bfloat16 matmul rates that
+the peer environment measures on the same cores in the same run. Prints a
+table and writes JSON.
 
     python benchmarks/inference_cpu.py --output benchmarks/results/inference_cpu.json
+    python benchmarks/inference_cpu.py --ours float32 bfloat16 --peers eager compile openvino-bf16
 """
 
 import argparse
@@ -24,19 +29,19 @@ from deeplab_xception.budget import count_multiply_adds  # noqa: E402
 from deeplab_xception.deeplab import default_atrous_rates  # noqa: E402
 from deeplab_xception.inference import compiled_call  # noqa: E402
 from deeplab_xception.io import write_json  # noqa: E402
+from deeplab_xception.precision import cpu_flags, resolve_precision  # noqa: E402
 
-PEAK_FMA_GFLOPS = 204.0  # a plain FMA loop on two cores of this machine kind
-
+PEER_MODES = ("eager", "autocast", "compile", "openvino-f32", "openvino-bf16")
 
 def timings(seconds):
     return {"median": float(np.median(seconds)), "min": float(min(seconds)),
             "max": float(max(seconds)), "runs": len(seconds)}
 
 
-def time_ours(model, batch, size, repeats):
-    run = compiled_call(model)
+def time_ours(model, batch, size, repeats, precision):
+    run = compiled_call(model, precision)
     images = np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype("float32")
-    run(images)
+    np.asarray(run(images))
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -45,13 +50,17 @@ def time_ours(model, batch, size, repeats):
     return seconds
 
 
-def time_peer(python, batch, size, output_stride, repeats, threads):
+def run_peer(python, threads, repeats, *options):
     command = [python, os.path.join(os.path.dirname(__file__), "peer_smp.py"),
-               "--batch", str(batch), "--size", str(size), "--output-stride", str(output_stride),
-               "--rates", *map(str, default_atrous_rates(output_stride)),
-               "--repeats", str(repeats), "--threads", str(threads)]
+               "--repeats", str(repeats), "--threads", str(threads), *options]
     result = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def time_peer(python, mode, batch, size, output_stride, repeats, threads):
+    return run_peer(python, threads, repeats, "--mode", mode, "--batch", str(batch),
+                    "--size", str(size), "--output-stride", str(output_stride),
+                    "--rates", *map(str, default_atrous_rates(output_stride)))
 
 
 def main():
@@ -61,47 +70,63 @@ def main():
     parser.add_argument("--output-strides", type=int, nargs="+", default=[16, 8])
     parser.add_argument("--repeats", type=int, default=7,
                         help="timed runs at batch 1; repeats / batch, at least 3, at larger batches")
+    parser.add_argument("--ours", nargs="+", default=["float32", "bfloat16"],
+                        choices=("float32", "bfloat16"), help="our precisions to time")
+    parser.add_argument("--peers", nargs="*", default=list(PEER_MODES), choices=PEER_MODES)
     parser.add_argument("--peer-python", default=".venv-peer/bin/python",
                         help="python of an environment with benchmarks/requirements-peer.txt")
     parser.add_argument("--output", default="benchmarks/results/inference_cpu.json")
     args = parser.parse_args()
     threads = os.cpu_count()
-    rows = []
+    peers = args.peers if os.path.exists(args.peer_python) else []
+    flags = cpu_flags()
+    report = {"machine": {"cpus": threads, "platform": platform.platform(),
+                          "processor": platform.processor(),
+                          "bf16_flags": sorted(f for f in flags if "bf16" in f or "amx" in f),
+                          "auto_precision": resolve_precision("auto")},
+              "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "rows": []}
+    if peers:
+        report["matmul_gflops_before"] = run_peer(args.peer_python, threads, 20, "--mode", "matmul")
     for output_stride in args.output_strides:
         model = build_model("deeplab", backbone="xception_65", output_stride=output_stride)
         blocks = count_multiply_adds(model, (args.size, args.size))
         multiply_adds = sum(exact for _, exact in blocks.values())
         for batch in args.batches:
             repeats = max(3, args.repeats // batch)
-            ours = timings([s / batch for s in time_ours(model, batch, args.size, repeats)])
             row = {"output_stride": output_stride, "batch": batch, "input_size": args.size,
-                   "multiply_adds_per_image": multiply_adds, "ours_seconds_per_image": ours,
-                   "ours_images_per_second": 1.0 / ours["median"],
-                   "ours_gflops": 2 * multiply_adds / ours["median"] / 1e9}
-            row["ours_fraction_of_fma_peak"] = row["ours_gflops"] / PEAK_FMA_GFLOPS
-            if os.path.exists(args.peer_python):
-                peer = time_peer(args.peer_python, batch, args.size, output_stride, repeats, threads)
-                row["peer_seconds_per_image"] = timings([s / batch for s in peer["seconds"]])
-                row["peer_input_size"] = peer["input_size"]
-                row["ratio_ours_over_peer"] = ours["median"] / row["peer_seconds_per_image"]["median"]
-            rows.append(row)
-            print(format_row(row), flush=True)
-    report = {"machine": {"cpus": threads, "platform": platform.platform(),
-                          "processor": platform.processor()},
-              "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "rows": rows}
+                   "multiply_adds_per_image": multiply_adds, "runs": {}}
+            for name, measure in ([(f"ours-{p}", lambda p=p: time_ours(
+                                       model, batch, args.size, repeats, p)) for p in args.ours]
+                                  + [(mode, lambda mode=mode: time_peer(
+                                      args.peer_python, mode, batch, args.size, output_stride,
+                                      repeats, threads)) for mode in peers]):
+                result = measure()
+                seconds = result if isinstance(result, list) else result.pop("seconds")
+                run = timings([s / batch for s in seconds])
+                run["gflops"] = 2 * multiply_adds / run["median"] / 1e9
+                if isinstance(result, dict):
+                    run.update(result)
+                row["runs"][name] = run
+            report["rows"].append(row)
+            print(format_row(row, f"ours-{report['machine']['auto_precision']}"), flush=True)
+    if peers:
+        report["matmul_gflops_after"] = run_peer(args.peer_python, threads, 20, "--mode", "matmul")
+        print("matmul GFLOP/s before, after:", report["matmul_gflops_before"]["gflops"],
+              report["matmul_gflops_after"]["gflops"])
     write_json(args.output, report, indent=1)
 
 
-def format_row(row):
-    ours = row["ours_seconds_per_image"]
-    text = (f"OS {row['output_stride']:2d} batch {row['batch']}: ours {ours['median']:.3f} s/img "
-            f"(min {ours['min']:.3f}, max {ours['max']:.3f}), {row['ours_gflops']:.0f} GFLOP/s "
-            f"= {100 * row['ours_fraction_of_fma_peak']:.0f}% of FMA peak")
-    if "peer_seconds_per_image" in row:
-        peer = row["peer_seconds_per_image"]
-        text += (f" | smp {peer['median']:.3f} s/img (min {peer['min']:.3f}, max {peer['max']:.3f})"
-                 f" | ours/smp {row['ratio_ours_over_peer']:.2f}")
-    return text
+def format_row(row, auto):
+    """One line per configuration; the ratio is ours as `auto` runs it over the fastest peer."""
+    runs = row["runs"]
+    cells = [f"OS {row['output_stride']:2d} batch {row['batch']}:"]
+    for name, run in runs.items():
+        cells.append(f"{name} {run['median']:.3f} s/img ({run['gflops']:.0f} GFLOP/s)")
+    peers = [(r["median"], n) for n, r in runs.items() if not n.startswith("ours")]
+    if peers and auto in runs:
+        fastest, name = min(peers)
+        cells.append(f"{auto} / {name} {runs[auto]['median'] / fastest:.2f}")
+    return " | ".join(cells)
 
 
 if __name__ == "__main__":

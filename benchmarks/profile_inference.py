@@ -4,7 +4,9 @@ Runs the graph the CLI runs (`compiled_call`: batch norms folded, weights
 frozen) through a TensorFlow session with full tracing, which records every
 kernel's time after TensorFlow's graph optimizer has fused what it fuses, and
 sums them by op type. `--no-fold` profiles the frozen graph without the
-package's batch-norm folding, to compare. Times are means over the traced runs;
+package's batch-norm folding, to compare; `--precision bfloat16` profiles the
+bfloat16 graph, each op type labeled with the dtype it computes in (the
+graph's `T`), so casts and ops left in float32 show. Times are means over the traced runs;
 shares are of the summed kernel time (one op at a time on these two cores, so
 close to the wall time).
 
@@ -24,18 +26,35 @@ import tensorflow as tf  # noqa: E402
 from deeplab_xception import build_model  # noqa: E402
 from deeplab_xception.inference import FrozenGraph, fold_batch_norms  # noqa: E402
 from deeplab_xception.io import write_json  # noqa: E402
+from deeplab_xception.precision import with_precision  # noqa: E402
 
 
-def op_type(node_stats):
-    """'name = OpType(inputs)' in the trace's label; the kernel actually run."""
+def op_type(node_stats, dtypes):
+    """'name = OpType(inputs)' in the trace's label (the kernel actually run), with the
+    dtype it computes in where the graph node has one."""
     label = node_stats.timeline_label
-    return label.split(" = ", 1)[1].split("(", 1)[0] if " = " in label else node_stats.node_name
+    kind = label.split(" = ", 1)[1].split("(", 1)[0] if " = " in label else node_stats.node_name
+    dtype = dtypes.get(node_stats.node_name)
+    return f"{kind}[{dtype}]" if dtype else kind
+
+
+def node_dtypes(graph_def):
+    """{node name: the dtype attr T (or DstT for casts) as a name}."""
+    dtypes = {}
+    for node in graph_def.node:
+        for attr in ("T", "DstT"):
+            if attr in node.attr and node.attr[attr].type:
+                dtypes[node.name] = tf.dtypes.as_dtype(node.attr[attr].type).name
+                break
+    return dtypes
 
 
 def profile(function, images, runs):
     graph = tf.Graph()
+    graph_def = function.graph.as_graph_def()
+    dtypes = node_dtypes(graph_def)
     with graph.as_default():
-        tf.import_graph_def(function.graph.as_graph_def(), name="")
+        tf.import_graph_def(graph_def, name="")
     feed, fetch = function.inputs[0].name, function.outputs[0].name
     per_op = collections.Counter()
     walls = []
@@ -49,7 +68,7 @@ def profile(function, images, runs):
             walls.append(time.perf_counter() - start)
             for device in metadata.step_stats.dev_stats:
                 for node in device.node_stats:
-                    per_op[op_type(node)] += node.all_end_rel_micros / 1e6 / runs
+                    per_op[op_type(node, dtypes)] += node.all_end_rel_micros / 1e6 / runs
     return per_op, walls
 
 
@@ -59,11 +78,13 @@ def main():
     parser.add_argument("--size", type=int, default=513)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-fold", action="store_true", help="skip the package's batch-norm folding")
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--output", default="benchmarks/results/profile_inference.json")
     args = parser.parse_args()
     model = build_model("deeplab", backbone="xception_65", output_stride=args.output_stride)
-    function = FrozenGraph(model if args.no_fold else fold_batch_norms(model)).function
+    inference = model if args.no_fold else fold_batch_norms(model)
+    function = FrozenGraph(with_precision(inference, args.precision)).function
     images = np.random.default_rng(0).uniform(-1, 1, (1, args.size, args.size, 3)).astype("float32")
     per_op, walls = profile(function, images, args.runs)
     total = sum(per_op.values())
@@ -74,6 +95,7 @@ def main():
         print(f"{row['op']:<36} {1e3 * row['seconds']:>8.1f} {100 * row['share']:>5.1f}%")
     print(f"{'all kernels':<36} {1e3 * total:>8.1f}   wall median {1e3 * float(np.median(walls)):.1f} ms")
     report = {"output_stride": args.output_stride, "size": args.size, "folded": not args.no_fold,
+              "precision": args.precision,
               "runs": args.runs, "wall_seconds": walls, "kernel_seconds": total, "ops": rows}
     write_json(args.output, report, indent=1)
     print(f"wrote {args.output}")

@@ -39,6 +39,7 @@ from deeplab_xception.inference import compiled_call
 from deeplab_xception.io import atomic_path
 from deeplab_xception.layers import scale_dimension
 from deeplab_xception.models import KINDS, build_model
+from deeplab_xception.precision import resolve_precision
 
 COUNTED_LAYERS = (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D, layers.Dense)
 # The breakdown's order: the `section` tags the builders put on layers.
@@ -85,10 +86,10 @@ def count_multiply_adds(model, image_size):
     return sections
 
 
-def measure_seconds(model, image_size, repeats):
+def measure_seconds(model, image_size, repeats, precision="float32"):
     """Median wall time of one batch-1 prediction on the inference path the CLI uses."""
     images = np.random.default_rng(0).uniform(-1, 1, (1, *image_size, 3)).astype("float32")
-    run = compiled_call(model)
+    run = compiled_call(model, precision)
     np.asarray(run(images))
     times = []
     for _ in range(repeats):
@@ -115,6 +116,7 @@ class BudgetRow:
     breakdown: dict          # section: {"multiply_adds": ..., "multiply_adds_exact": ...}
     seconds: float | None = None  # measured time per image (all scales and flips)
     images_per_second: float | None = None
+    precision: str | None = None  # what the measured network computed in
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -147,10 +149,13 @@ def default_output_strides(backbone):
 
 
 def budget(kind="deeplab", backbone="xception_65", input_size=(513, 513), num_classes=None,
-           output_strides=None, decoder=True, separable=True, scales=(1.0,), flip=False, repeats=None):
-    """One BudgetRow per eval output stride; with `repeats`, also the time measured on this machine."""
+           output_strides=None, decoder=True, separable=True, scales=(1.0,), flip=False, repeats=None,
+           precision="auto"):
+    """One BudgetRow per eval output stride; with `repeats`, also the time measured on this
+    machine, the network computing in `precision` ("auto" by default, as `segment` runs)."""
     scales = tuple(float(s) for s in scales)
     _check(kind, backbone, input_size, num_classes, output_strides, scales, repeats)
+    precision = resolve_precision(precision)
     output_strides = tuple(output_strides or default_output_strides(backbone))
     head = dict(decoder=decoder, separable=separable) if kind == "deeplab" else {}
     sizes = [(scale_dimension(input_size[0], s), scale_dimension(input_size[1], s)) for s in scales]
@@ -179,8 +184,10 @@ def budget(kind="deeplab", backbone="xception_65", input_size=(513, 513), num_cl
             breakdown={b: {"multiply_adds": totals[b][0], "multiply_adds_exact": totals[b][1]}
                        for b in order})
         if repeats is not None:
-            row.seconds = passes * sum(measure_seconds(model, size, repeats) for size in sizes)
+            row.seconds = passes * sum(measure_seconds(model, size, repeats, precision)
+                                       for size in sizes)
             row.images_per_second = 1.0 / row.seconds
+            row.precision = precision
         rows.append(row)
     return rows
 

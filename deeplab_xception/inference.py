@@ -7,6 +7,7 @@ from keras import ops
 
 from deeplab_xception.errors import UserError
 from deeplab_xception.layers import scale_dimension
+from deeplab_xception.precision import resolve_precision, with_precision
 from deeplab_xception.tiling import DEFAULT_OVERLAP, Pass, ScaledImages, Tiling
 
 MEAN_PIXEL = 127.5
@@ -114,10 +115,12 @@ class FrozenGraph:
         return self.function(ops.convert_to_tensor(images, "float32"))[0]
 
 
-def compiled_call(model):
-    """`model` as one inference function for every input size, batch norms folded:
-    a FrozenGraph on TensorFlow; other backends call the folded model directly."""
-    inference = fold_batch_norms(model)
+def compiled_call(model, precision="float32"):
+    """`model` as one inference function for every input size, batch norms folded
+    (in float32, before any cast) and computing in `precision` ("float32",
+    "bfloat16" or "auto", see deeplab_xception.precision): a FrozenGraph on
+    TensorFlow; other backends call the folded model directly."""
+    inference = with_precision(fold_batch_norms(model), resolve_precision(precision))
     if keras.backend.backend() != "tensorflow":
         return lambda images: inference(images, training=False)
     return FrozenGraph(inference)
@@ -160,10 +163,13 @@ class Segmenter:
     overlap by `overlap`. Probabilities are computed a block of rows at a time,
     so `labels` never holds more than the logits of the passes and one block.
     Images (and their scaled sizes) over `max_pixels` are refused.
+    The network computes in `precision` ("float32", "bfloat16" or "auto",
+    the one that ran is `self.precision`); logits, resizes, softmax and the
+    average over scales and flips are float32 in every precision.
     """
 
     def __init__(self, model, scales=(1.0,), flip=False, tile="auto", overlap=DEFAULT_OVERLAP,
-                 max_pixels=DEFAULT_MAX_PIXELS):
+                 max_pixels=DEFAULT_MAX_PIXELS, precision="float32"):
         if not scales or any(s <= 0 for s in scales):
             raise UserError(f"--scales: must be positive, got {' '.join(f'{s:g}' for s in scales)}")
         self.model = model
@@ -171,8 +177,9 @@ class Segmenter:
         self.flip = flip
         self.max_pixels = max_pixels
         self.tiling = Tiling(tile, overlap, align=model.output_stride)
+        self.precision = resolve_precision(precision)
         self.logits_model = compiled_call(
-            keras.Model(model.input, model.get_layer(model.LOGITS).output))
+            keras.Model(model.input, model.get_layer(model.LOGITS).output), self.precision)
         self.logits_stride = model.logits_stride
 
     def check_size(self, height, width):

@@ -11,6 +11,7 @@ from deeplab_xception.errors import UserError
 from deeplab_xception.inference import IGNORE_LABEL, Segmenter
 from deeplab_xception.io import atomic_path, write_json
 from deeplab_xception.models import with_output_stride
+from deeplab_xception.precision import resolve_precision
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
@@ -22,12 +23,13 @@ def check_classes(model, dataset):
                         f"the model predicts {model.num_classes}")
 
 
-def confusion_matrix(model, dataset, scales=(1.0,), flip=False, output_stride=None, tile="auto"):
+def confusion_matrix(model, dataset, scales=(1.0,), flip=False, output_stride=None, tile="auto",
+                     precision="float32"):
     """Pixel counts [true class, predicted class] over the split, 255 labels left out."""
     check_classes(model, dataset)
     if output_stride is not None and output_stride != model.output_stride:
         model = with_output_stride(model, output_stride)
-    segmenter = Segmenter(model, scales=scales, flip=flip, tile=tile)
+    segmenter = Segmenter(model, scales=scales, flip=flip, tile=tile, precision=precision)
     metric = keras.metrics.MeanIoU(dataset.num_classes, sparse_y_true=True, sparse_y_pred=True,
                                    dtype="float64")
     for index in tqdm(range(len(dataset)), desc="evaluating", unit="image"):
@@ -90,12 +92,15 @@ def write_report(output_dir, report, confusion, classes):
 
 
 def evaluate(model, dataset, scales=(1.0,), flip=False, output_stride=None, output_dir=None,
-             tile="auto"):
+             tile="auto", precision="float32"):
     """The report for `dataset`; also written under `output_dir` when given. `tile`: whole-image
-    or tiled inference, as `Segmenter` takes it."""
-    confusion = confusion_matrix(model, dataset, scales, flip, output_stride, tile)
+    or tiled inference, as `Segmenter` takes it. float32 by default, so the mIoU is the model's
+    own; "bfloat16" or "auto" measure those paths."""
+    precision = resolve_precision(precision)
+    confusion = confusion_matrix(model, dataset, scales, flip, output_stride, tile, precision)
     settings = {"output_stride": output_stride or model.output_stride,
-                "scales": list(scales), "flip": flip, "num_images": len(dataset)}
+                "scales": list(scales), "flip": flip, "num_images": len(dataset),
+                "precision": precision}
     report = summarize(confusion, dataset.classes, settings)
     if output_dir:
         write_report(output_dir, report, confusion, dataset.classes)

@@ -1,11 +1,14 @@
 """`deeplab-xception export`: a segmenter that agrees with the model; bad requests fail cleanly."""
 
+import collections
+
 import numpy as np
 import pytest
 
 from deeplab_xception import build_model
 from deeplab_xception.cli import main
 from deeplab_xception.inference import Segmenter
+from deeplab_xception.io import write_image
 from deeplab_xception.models import with_output_stride
 from helpers import randomize_weights
 
@@ -48,3 +51,59 @@ def test_bad_requests_are_errors_and_write_nothing(weights, tmp_path, capsys):
         "deeplab-xception export: error: --input-size: TFLite needs a fixed input size, "
         "e.g. --input-size 513 513")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_tflite_is_calibrated_on_the_given_images(weights, tmp_path, capsys):
+    from ai_edge_litert.interpreter import Interpreter
+
+    path, model = weights
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    rng = np.random.default_rng(4)
+    for i in range(3):
+        write_image(calibration / f"{i}.png", rng.integers(0, 256, (50 + 10 * i, 60, 3), np.uint8))
+    output = tmp_path / "segmenter.tflite"
+    assert main(["export", "--weights", path, "--format", "tflite", "--output", str(output),
+                 "--input-size", "49", "49", "--quantize", "int8",
+                 "--calibration-images", str(calibration)]) == 0
+    assert capsys.readouterr().out.strip().endswith("of 3 classes, computed in int8")
+    interpreter = Interpreter(str(output))
+    interpreter.allocate_tensors()
+    tensors = interpreter.get_tensor_details()
+    convs = collections.Counter(
+        (op["op_name"], tensors[op["inputs"][0]]["dtype"], tensors[op["inputs"][1]]["dtype"])
+        for op in interpreter._get_ops_details() if op["op_name"].endswith("CONV_2D"))
+    assert convs == {("CONV_2D", np.int8, np.int8): 37, ("DEPTHWISE_CONV_2D", np.int8, np.int8): 26}
+    assert interpreter.get_input_details()[0]["dtype"] == np.uint8
+    image = rng.integers(0, 256, (1, 49, 49, 3)).astype("uint8")
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
+    interpreter.invoke()
+    probabilities = next(interpreter.get_tensor(d["index"])
+                         for d in interpreter.get_output_details() if len(d["shape"]) == 4)
+    assert probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities, Segmenter(model).probabilities(image), atol=0.03)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--format", "onnx", "--quantize", "int8"], "--quantize int8: TFLite only (--format tflite)"),
+    (["--format", "tflite", "--input-size", "33", "33", "--precision", "bfloat16"],
+     "--precision bfloat16: tflite runtimes have no bfloat16 CPU kernels; "
+     "use --format saved_model or --precision float32"),
+    (["--format", "tflite", "--input-size", "33", "33", "--quantize", "int8"],
+     "--calibration-images: int8 quantization needs a few images to calibrate on"),
+    (["--format", "tflite", "--input-size", "33", "33", "--quantize", "int8",
+      "--calibration-images", "EMPTY"], "--calibration-images: EMPTY: directory holds no"),
+    (["--format", "saved_model", "--calibration-images", "EMPTY"],
+     "--calibration-images: EMPTY: directory holds no"),
+])
+def test_bad_precision_requests_are_errors_and_write_nothing(weights, tmp_path, capsys, extra,
+                                                             message):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    output = tmp_path / "out" / "m"
+    extra = [str(empty) if e == "EMPTY" else e for e in extra]
+    assert main(["export", "--weights", weights[0], "--output", str(output), *extra]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("deeplab-xception export: error: "
+                            + message.replace("EMPTY", str(empty))), error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]

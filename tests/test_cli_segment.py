@@ -72,8 +72,8 @@ def _stderr_lines(capsys):
 def test_every_format_gives_labels_overlay_and_json_in_one_trace(files, tmp_path, monkeypatch):
     traced = []
 
-    def recording(model):
-        traced.append(compiled(model))
+    def recording(model, precision):
+        traced.append(compiled(model, precision))
         return traced[-1]
 
     compiled = inference.compiled_call
@@ -86,7 +86,7 @@ def test_every_format_gives_labels_overlay_and_json_in_one_trace(files, tmp_path
         f"{os.path.splitext(n)[0]}{suffix}" for n in files["names"]
         for suffix in (".png", ".overlay.png", ".json"))
 
-    segmenter = Segmenter(files["model"])
+    segmenter = Segmenter(files["model"], precision="auto")  # what segment runs by default
     classes_seen = set()
     for name in files["names"]:
         image = read_image(files["photos"] / name)

@@ -147,6 +147,26 @@ def test_evaluation_matches_a_numpy_confusion_matrix(scratch_model, val_with_ign
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("scales,flip", [((1.0,), False), ((0.75, 1.25), True)])
+def test_bfloat16_keeps_the_trained_models_labels_and_miou(scratch_model, shapes, scales, flip):
+    """float32 is the reference; bfloat16 may differ only at near-ties."""
+    val = load_dataset("generic", shapes, "val")
+    images = np.stack([val.read(i)[0] for i in range(len(val))])
+    truth = np.stack([val.read(i)[1] for i in range(len(val))])
+    mean_iou = {}
+    for precision in ("float32", "bfloat16"):
+        segmenter = Segmenter(scratch_model, scales, flip, precision=precision)
+        assert segmenter.precision == precision
+        metric = keras.metrics.MeanIoU(len(CLASSES), sparse_y_true=True, sparse_y_pred=True)
+        labels = segmenter.labels(images)
+        metric.update_state(truth, labels)
+        mean_iou[precision] = (float(metric.result()), labels)
+    (exact, exact_labels), (half, half_labels) = mean_iou["float32"], mean_iou["bfloat16"]
+    assert exact > 0.6 and abs(half - exact) <= 0.005, (half, exact)
+    assert np.mean(exact_labels == half_labels) >= 0.99
+
+
+@pytest.mark.slow
 def test_evaluate_command_writes_the_report(scratch_model, val_with_ignore, tmp_path):
     weights = str(tmp_path / "model.keras")
     scratch_model.save(weights)
@@ -158,6 +178,7 @@ def test_evaluate_command_writes_the_report(scratch_model, val_with_ignore, tmp_
     expected, confusion = evaluate(scratch_model, load_dataset("generic", val_with_ignore, "val"),
                                    scales=(0.75, 1.0), flip=True, output_stride=8)
     assert report["mean_iou"] == pytest.approx(expected["mean_iou"])
+    assert report["precision"] == "float32"  # the default, so the mIoU is exact
     assert report["confusion_matrix"] == confusion.tolist()
     table = (out / "per_class_iou.txt").read_text()
     assert all(name in table for name in CLASSES)

@@ -3,6 +3,7 @@
 import json
 
 from deeplab_xception.budget import budget, plot_budget, plot_format
+from deeplab_xception.cli.options import add_precision_option
 from deeplab_xception.errors import ArgumentError, UserError
 from deeplab_xception.models import KINDS
 
@@ -38,7 +39,7 @@ def format_table(rows, breakdown=False):
               f"multiply-adds ({unit})", f"exact ({unit})", "parameters (M)"]
     measured = all(row.seconds is not None for row in rows)
     if measured:
-        header += ["seconds/image", "images/s"]
+        header += ["seconds/image", "images/s", "precision"]
     blocks = list(dict.fromkeys(b for row in rows for b in row.breakdown)) if breakdown else []
     header += [f"{b} ({unit})" for b in blocks]
     lines = []
@@ -49,7 +50,7 @@ def format_table(rows, breakdown=False):
                  f"{row.multiply_adds / size:.2f}", f"{row.multiply_adds_exact / size:.2f}",
                  f"{row.parameters / 1e6:.2f}"]
         if measured:
-            cells += [f"{row.seconds:.3f}", f"{row.images_per_second:.2f}"]
+            cells += [f"{row.seconds:.3f}", f"{row.images_per_second:.2f}", row.precision]
         cells += [f"{row.breakdown.get(b, {}).get('multiply_adds', 0) / size:.2f}" for b in blocks]
         lines.append(cells)
     widths = [max(len(c) for c in column) for column in zip(header, *lines)]
@@ -69,7 +70,7 @@ def run(args):
         rows = budget(kind=args.kind, backbone=args.backbone, input_size=tuple(args.input_size),
                       num_classes=args.num_classes, output_strides=args.output_stride,
                       decoder=args.decoder, separable=args.separable, scales=args.scales,
-                      flip=args.flip, repeats=args.measure)
+                      flip=args.flip, repeats=args.measure, precision=args.precision)
     except ArgumentError as e:
         raise e.for_flags(FLAGS) from None
     if args.plot:
@@ -105,6 +106,7 @@ def register(subparsers):
     parser.add_argument("--measure", type=int, nargs="?", const=3, metavar="REPEATS",
                         help="also time the model on this machine: warm-up, then the median of REPEATS "
                              "runs (default 3) per scale, summed over scales, doubled by --flip")
+    add_precision_option(parser, "auto")
     parser.add_argument("--format", choices=("table", "json"), default="table",
                         help="aligned table (default) or a JSON list of rows")
     parser.add_argument("--plot", metavar="FILE.png", help="bar chart per eval output stride")

@@ -1,6 +1,6 @@
 """`deeplab-xception evaluate`: mIoU and per-class IoU of a model on a dataset split."""
 
-from deeplab_xception.cli.options import add_eval_options
+from deeplab_xception.cli.options import add_eval_options, add_precision_option
 
 
 def register(subparsers):
@@ -16,6 +16,7 @@ def register(subparsers):
     parser.add_argument("--categories", default="",
                         help="COCO only: comma-separated category names (classes 1..K)")
     add_eval_options(parser)
+    add_precision_option(parser, "float32")
     parser.add_argument("--output-dir", required=True,
                         help="where report.json, per_class_iou.txt and confusion_matrix.png go")
     parser.set_defaults(run=run)
@@ -31,5 +32,6 @@ def run(args):
     model = load_model(args.weights, kind="deeplab")
     report, _ = evaluate(model, dataset, scales=args.scales, flip=args.flip,
                          output_stride=args.output_stride, output_dir=args.output_dir,
-                         tile=args.tile)
+                         tile=args.tile, precision=args.precision)
     print(format_table(report), end="")
+    print(f"computed in {report['precision']}")

@@ -1,15 +1,30 @@
 """`deeplab-xception export`: a DeepLab model as a SavedModel, ONNX or TFLite segmenter."""
 
-from deeplab_xception.predict import load_segmentation_model
-from deeplab_xception.export import FORMATS, export
+from deeplab_xception.cli.options import add_precision_option
+from deeplab_xception.errors import UserError
+from deeplab_xception.export import FORMATS, export, export_precision
+from deeplab_xception.predict import find_images, load_segmentation_model
+
+
+def calibration_images(spec):
+    """The image paths under --calibration-images (a directory or glob pattern), or ()."""
+    if spec is None:
+        return ()
+    paths, problems = find_images([spec])
+    if problems:
+        raise UserError(f"--calibration-images: {problems[0]}")
+    return paths
 
 
 def run(args):
+    computed_in = export_precision(args.format, args.precision, args.quantize)
+    calibration = calibration_images(args.calibration_images)
     model = load_segmentation_model(args.weights, args.output_stride)
-    path = export(model, args.output, args.format, args.input_size)
+    path = export(model, args.output, args.format, args.input_size, precision=args.precision,
+                  quantize=args.quantize, calibration_images=calibration)
     size = "x".join(map(str, args.input_size)) if args.input_size else "any size"
     print(f"{path}: {args.format}, uint8 images ({size}) -> labels and probabilities "
-          f"of {model.num_classes} classes")
+          f"of {model.num_classes} classes, computed in {computed_in}")
 
 
 def register(subparsers):
@@ -28,4 +43,10 @@ def register(subparsers):
                              "default: any batch and size)")
     parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
                         help="backbone output stride (default: the model's)")
+    add_precision_option(parser, "auto")
+    parser.add_argument("--quantize", choices=("int8",),
+                        help="tflite: int8 weights and activations, calibrated on "
+                             "--calibration-images (uint8 image in, float32 probabilities out)")
+    parser.add_argument("--calibration-images", metavar="DIR",
+                        help="a directory or glob pattern of a few typical images for --quantize")
     parser.set_defaults(run=run)

@@ -53,3 +53,13 @@ def add_eval_options(parser):
                              "logits averaged): bounded memory for any image size; off: whole "
                              "images; auto (default): whole images up to 1025x2049 pixels per "
                              "scale, 513x513 tiles above")
+
+
+def add_precision_option(parser, default):
+    """--precision: what the network computes in; softmax, argmax and averaging stay float32."""
+    from deeplab_xception.precision import PRECISIONS
+
+    parser.add_argument("--precision", choices=PRECISIONS, default=default,
+                        help="what the network computes in: bfloat16 (weights stay float32, "
+                             "logits float32), float32, or auto: bfloat16 where the CPU has "
+                             f"AMX or AVX512_BF16, else float32 (default {default})")

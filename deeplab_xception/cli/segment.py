@@ -5,7 +5,7 @@ import sys
 
 from tqdm import tqdm
 
-from deeplab_xception.cli.options import add_eval_options, positive_int
+from deeplab_xception.cli.options import add_eval_options, add_precision_option, positive_int
 from deeplab_xception.errors import UserError
 from deeplab_xception.inference import DEFAULT_MAX_PIXELS, Segmenter
 from deeplab_xception.predict import (class_table, find_images, load_segmentation_model,
@@ -38,7 +38,7 @@ def run(args):
         raise UserError(f"{args.weights}: {model.num_classes} classes do not fit uint8 label PNGs")
     names, palette = class_table(args.dataset, args.classes, model.num_classes, args.weights)
     segmenter = Segmenter(model, scales=args.scales, flip=args.flip, tile=args.tile,
-                          max_pixels=args.max_pixels)
+                          max_pixels=args.max_pixels, precision=args.precision)
     done = 0
     with tqdm(total=len(images), unit="image", disable=len(images) < 2 or None) as progress:
         def unreadable(message):
@@ -51,8 +51,8 @@ def run(args):
             segment_batch(segmenter, batch, plans, names, palette, args.alpha)
             done += len(batch)
             progress.update(len(batch))
-    print(f"{done} image{'s' * (done != 1)} segmented into {args.output_dir}"
-          + (f"; {len(failed)} failed" if failed else ""))
+    print(f"{done} image{'s' * (done != 1)} segmented into {args.output_dir} "
+          f"(computed in {segmenter.precision})" + (f"; {len(failed)} failed" if failed else ""))
     return 2 if not done else 1 if failed else 0
 
 
@@ -89,6 +89,7 @@ def register(subparsers):
                         help="refuse images, read from the file header before decoding, with "
                              "more pixels than this, or that a --scales value would make larger "
                              f"(default {DEFAULT_MAX_PIXELS:_}, 100 megapixels)")
+    add_precision_option(parser, "auto")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",
                         help="images of one size run together, up to this many (default 1)")
     parser.set_defaults(run=run)

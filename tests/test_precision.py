@@ -1,0 +1,118 @@
+"""Inference precision: `auto` follows the CPU's bfloat16 hardware; float32 is today's exact
+path; bfloat16 computes what Keras' mixed_bfloat16 policy computes, logits in float32."""
+
+import collections
+
+import keras
+import numpy as np
+import pytest
+
+from deeplab_xception import build_model
+from deeplab_xception.cli import main
+from deeplab_xception.errors import UserError
+from deeplab_xception.inference import FrozenGraph, Segmenter, compiled_call, fold_batch_norms
+from deeplab_xception.precision import cpu_has_native_bf16, resolve_precision, with_precision
+from helpers import randomize_weights
+
+# First-processor lines as Linux prints them (flags abridged to the relevant ones).
+SAPPHIRE_RAPIDS = ("flags\t\t: fpu sse2 avx2 fma avx512f avx512bw avx512_vnni avx512_bf16 "
+                   "amx_bf16 amx_tile amx_int8\n")
+COOPER_LAKE = "flags\t\t: fpu sse2 avx2 fma avx512f avx512bw avx512_vnni avx512_bf16\n"
+ICE_LAKE = "flags\t\t: fpu sse2 avx2 fma avx512f avx512bw avx512_vnni\n"
+EPYC_MILAN = "flags\t\t: fpu sse2 avx avx2 fma f16c vaes vpclmulqdq\n"
+GRAVITON3 = "Features\t: fp asimd sve bf16 i8mm\n"
+
+
+@pytest.mark.parametrize("cpuinfo,native", [
+    (SAPPHIRE_RAPIDS, True), (COOPER_LAKE, True), (ICE_LAKE, False), (EPYC_MILAN, False),
+    (GRAVITON3, False), ("", False)])
+def test_auto_is_bfloat16_only_where_the_cpu_has_it(tmp_path, cpuinfo, native):
+    path = tmp_path / "cpuinfo"
+    path.write_text("processor\t: 0\nmodel name\t: some cpu\n" + cpuinfo)
+    assert cpu_has_native_bf16(path) is native
+    assert resolve_precision("auto", path) == ("bfloat16" if native else "float32")
+    assert resolve_precision("float32", path) == "float32"
+    assert resolve_precision("bfloat16", path) == "bfloat16"
+
+
+def test_unreadable_cpuinfo_means_float32(tmp_path):
+    assert resolve_precision("auto", tmp_path / "missing") == "float32"
+    with pytest.raises(UserError, match="--precision: 'float16' is not one of auto"):
+        resolve_precision("float16")
+
+
+@pytest.fixture(scope="module")
+def model():
+    model = build_model("deeplab", backbone="xception_tiny", num_classes=4)
+    randomize_weights(model, scale=0.2)
+    return model
+
+
+def images(seed=0, shape=(2, 41, 53, 3)):
+    return np.random.default_rng(seed).uniform(-1, 1, shape).astype("float32")
+
+
+def test_float32_is_bit_for_bit_the_folded_frozen_graph(model):
+    x = images()
+    today = FrozenGraph(fold_batch_norms(model))(x)
+    np.testing.assert_array_equal(compiled_call(model, "float32")(x), today)
+    np.testing.assert_array_equal(compiled_call(model)(x), today)
+    assert with_precision(model, "float32") is model
+
+
+def test_bfloat16_policies_are_those_build_model_gives(model):
+    mixed = build_model("deeplab", backbone="xception_tiny", num_classes=4, dtype="mixed_bfloat16")
+    rebuilt = with_precision(model, "bfloat16")
+    assert ([(layer.name, layer.dtype_policy.name) for layer in rebuilt.layers]
+            == [(layer.name, layer.dtype_policy.name) for layer in mixed.layers])
+    assert rebuilt.get_layer("logits.semantic").dtype_policy.name == "float32"
+    for ours, theirs in zip(rebuilt.weights, model.weights):
+        assert ours.dtype == "float32"
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def test_bfloat16_graph_computes_what_keras_mixed_precision_computes(model):
+    mixed = build_model("deeplab", backbone="xception_tiny", num_classes=4, dtype="mixed_bfloat16")
+    mixed.set_weights(model.get_weights())
+    x = images(1)
+    run = compiled_call(model, "bfloat16")
+    ours, reference, exact = np.asarray(run(x)), np.asarray(mixed(x)), np.asarray(model(x))
+    assert ours.dtype == np.float32
+    scale = np.abs(exact).max()
+    # Same bfloat16 arithmetic up to where the folding rounds; far from float32's.
+    assert np.abs(ours - reference).max() < 0.05 * scale
+    assert np.abs(ours - exact).max() > 1e-4 * scale
+    kinds = collections.Counter(
+        (node.op, keras.backend.standardize_dtype(_dtype(node.attr["T"].type)))
+        for node in run.function.graph.as_graph_def().node
+        if node.op in ("Conv2D", "DepthwiseConv2dNative"))
+    assert kinds[("Conv2D", "float32")] == 1  # the logits
+    assert kinds[("Conv2D", "bfloat16")] > 30 and kinds[("DepthwiseConv2dNative", "bfloat16")] > 20
+    assert kinds[("DepthwiseConv2dNative", "float32")] == 0
+
+
+def _dtype(enum):
+    import tensorflow as tf
+
+    return tf.dtypes.as_dtype(enum).name
+
+
+def test_segmenter_says_which_precision_ran(model):
+    x = np.random.default_rng(2).integers(0, 256, (1, 41, 53, 3)).astype("uint8")
+    exact = Segmenter(model, scales=(0.75, 1.0), flip=True)
+    half = Segmenter(model, scales=(0.75, 1.0), flip=True, precision="bfloat16")
+    assert (exact.precision, half.precision) == ("float32", "bfloat16")
+    probabilities = half.probabilities(x)
+    assert probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(probabilities, exact.probabilities(x), atol=0.05)
+
+
+def test_budget_measure_reports_the_precision(capsys):
+    argv = ["budget", "--backbone", "xception_tiny", "--input-size", "33", "33",
+            "--output-stride", "16", "--measure", "1"]
+    assert main(argv + ["--precision", "bfloat16"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[-1] == "precision" and lines[2].split()[-1] == "bfloat16"
+    assert main(argv + ["--format", "json"]) == 0
+    assert '"precision": "' + resolve_precision("auto") + '"' in capsys.readouterr().out
