@@ -1,4 +1,4 @@
-"""The pretraining config schema: model, data and trainer sections (see configs/pretrain_*.yaml)."""
+"""The pretraining config schema: model, data and trainer sections (see the shipped pretrain_*.yaml)."""
 
 import dataclasses
 from typing import Optional
