@@ -1,6 +1,6 @@
 """Exports a DeepLabv3+ as a self-contained segmenter: uint8 image in, labels and probabilities out.
 
-The exported graph holds the package's preprocessing (x * 2/255 - 1) and the
+The exported graph holds the package's preprocessing (`preprocessing.py`) and the
 align-corners upsampling, so a runtime needs nothing but the file, and every
 batch norm folded into its conv, as the CLI's inference runs. Keras' own
 exporters write each format.
@@ -14,16 +14,17 @@ from keras import ops
 
 from deeplab_xception.errors import UserError
 from deeplab_xception.inference import fold_batch_norms
+from deeplab_xception.preprocessing import preprocess
 
 FORMATS = {"saved_model": "tf_saved_model", "tflite": "litert", "onnx": "onnx"}
 
 
 @keras.saving.register_keras_serializable(package="deeplab_xception")
 class Preprocess(keras.layers.Layer):
-    """uint8 RGB to [-1, 1], inside the exported graph."""
+    """The package's preprocessing, inside the exported graph."""
 
     def call(self, images):
-        return ops.cast(images, "float32") * (2.0 / 255.0) - 1.0
+        return preprocess(images)
 
     def compute_output_spec(self, images):
         return keras.KerasTensor(images.shape, dtype="float32")

@@ -12,7 +12,8 @@ from deeplab_xception import build_model, with_output_stride
 from deeplab_xception.cli import main
 from deeplab_xception.config import load_config
 from deeplab_xception.errors import UserError
-from deeplab_xception.inference import IGNORE_LABEL, Segmenter
+from deeplab_xception.inference import Segmenter
+from deeplab_xception.preprocessing import IGNORE_LABEL
 from deeplab_xception.io import write_image
 from segment.config import SegmentConfig
 from segment.datasets import load_dataset
