@@ -6,6 +6,7 @@ batch norm folded into its conv, as the CLI's inference runs. Keras' own
 exporters write each format.
 """
 
+import importlib.util
 import os
 import shutil
 
@@ -17,6 +18,8 @@ from deeplab_xception.inference import fold_batch_norms
 from deeplab_xception.preprocessing import preprocess
 
 FORMATS = {"saved_model": "tf_saved_model", "tflite": "litert", "onnx": "onnx"}
+# What a format needs beyond the core install, and the extra that installs it.
+OPTIONAL = {"onnx": (("tf2onnx", "onnx"), "export")}
 
 
 @keras.saving.register_keras_serializable(package="deeplab_xception")
@@ -65,6 +68,11 @@ def export(model, path, fmt, image_size=None):
     """Writes `model` in format `fmt` ("saved_model", "tflite" or "onnx") at `path`, atomically."""
     if fmt not in FORMATS:
         raise UserError(f"--format: {fmt!r} is not one of {sorted(FORMATS)}")
+    modules, extra = OPTIONAL.get(fmt, ((), None))
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"--format {fmt}: needs {' and '.join(missing)}; "
+                        f"pip install 'deeplab-xception[{extra}]'")
     if fmt == "tflite" and image_size is None:
         raise UserError("--input-size: TFLite needs a fixed input size, e.g. --input-size 513 513")
     if image_size is not None and min(image_size) < 1:

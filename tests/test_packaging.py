@@ -1,11 +1,15 @@
-"""Shipped configs: found by name from any folder, a real path first, listed by `deeplab-xception configs`."""
+"""What an installed wheel needs: shipped configs found by name from any folder (a real path
+first), listed by `deeplab-xception configs`; optional parts that name their extra."""
 
+import os
 import pathlib
+import sys
 
 import pytest
 import yaml
 
 import deeplab_xception
+from deeplab_xception import build_model
 from deeplab_xception.cli import main
 from deeplab_xception.config import find_config, load_config
 from deeplab_xception.errors import UserError
@@ -52,3 +56,15 @@ def test_configs_command_lists_and_prints_the_shipped_configs(capsys):
         (SHIPPED / "segment_tiny.yaml").read_text())
     assert main(["configs", "nope.yaml"]) == 2
     assert "nope.yaml: no such config file" in capsys.readouterr().err
+
+
+def test_a_missing_optional_dependency_names_its_extra(tmp_path, monkeypatch, capsys):
+    model = build_model("deeplab", backbone="xception_tiny", num_classes=3)
+    model.save(tmp_path / "model.keras")
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if not installed
+    argv = ["export", "--weights", str(tmp_path / "model.keras"), "--format", "onnx",
+            "--output", str(tmp_path / "model.onnx")]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "needs tf2onnx; pip install 'deeplab-xception[export]'" in error
+    assert sorted(os.listdir(tmp_path)) == ["model.keras"]
