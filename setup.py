@@ -1,5 +1,9 @@
 from setuptools import find_packages, setup
 
+# ONNX export (keras' exporter runs tf2onnx); the runtimes run exported files, as the tests do.
+EXPORT = ["tf2onnx", "onnx"]
+RUNTIMES = ["onnxruntime", "ai-edge-litert"]
+
 setup(
     name="deeplab-xception",
     version="0.1.0",
@@ -8,11 +12,12 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["deeplab_xception*", "pretrain*", "segment*"]),
-    package_data={"deeplab_xception": ["data/*"]},
+    package_data={"deeplab_xception": ["data/*", "configs/*.yaml"]},
     include_package_data=True,
+    license="Apache-2.0",
+    license_files=["LICENSE"],
     install_requires=[
         "tensorflow==2.20.*",
-        "tf-models-official==2.20.*",
         "keras>=3.10",
         "numpy",
         "opencv-python-headless",
@@ -24,8 +29,10 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "export": ["tf2onnx", "onnx", "onnxruntime"],
-        "test": ["pytest", "jax[cpu]", "scikit-image", "tf2onnx", "onnx", "onnxruntime"],
+        "export": EXPORT,
+        "runtimes": RUNTIMES,
+        "model-garden": ["tf-models-official==2.20.*"],
+        "test": ["pytest", "jax[cpu]", "scikit-image", *EXPORT, *RUNTIMES],
     },
     entry_points={"console_scripts": ["deeplab-xception=deeplab_xception.cli:entry_point"]},
 )

@@ -22,7 +22,8 @@ import numpy as np  # noqa: E402
 
 from deeplab_xception import build_model, load_model  # noqa: E402
 from deeplab_xception.export import export  # noqa: E402
-from deeplab_xception.inference import IGNORE_LABEL, Segmenter  # noqa: E402
+from deeplab_xception.inference import Segmenter  # noqa: E402
+from deeplab_xception.preprocessing import IGNORE_LABEL  # noqa: E402
 from deeplab_xception.io import write_json  # noqa: E402
 from segment.datasets import load_dataset  # noqa: E402
 from segment.evaluate import summarize  # noqa: E402

@@ -1,7 +1,7 @@
 """Asynchronous pretraining throughput on this machine, from 1 to N workers, as JSON.
 
 Each point is a local parameter-server cluster (1 chief, N workers, 1 PS)
-running configs/pretrain_tiny.yaml; throughput is the median of the chief's
+running the shipped pretrain_tiny.yaml; throughput is the median of the chief's
 `images_per_second` summaries after the first (which includes tracing). It
 also records the parameter bytes of the paper's xception_65 classifier, from
 which docs/pretraining.md derives the PS capacity of the 50-worker job.
@@ -39,7 +39,7 @@ def images_per_second(model_dir):
 def run_point(workers, steps, batch, image_size, shapes, root):
     model_dir = os.path.join(root, f"workers_{workers}")
     command = [sys.executable, "-c", "from deeplab_xception.cli import entry_point; entry_point()",
-               "pretrain", "--config", os.path.join(REPO, "configs", "pretrain_tiny.yaml"),
+               "pretrain", "--config", "pretrain_tiny.yaml",
                "trainer.strategy=parameter_server", f"trainer.model_dir={model_dir}",
                f"data.train={shapes['train']}", f"data.eval={shapes['eval']}", "data.synthetic=false",
                f"data.image_size={image_size}", f"trainer.train_steps={steps}",

@@ -2,10 +2,14 @@
 
 Every application declares its schema as (nested) dataclasses; this module is
 the only place that reads YAML, applies overrides and rejects unknown keys.
+The package ships its configs (`deeplab_xception/configs/`), found by name
+from any folder, so an installed wheel needs no clone.
 """
 
 import dataclasses
+import importlib.resources
 import os
+import pathlib
 import typing
 
 import yaml
@@ -66,18 +70,40 @@ def _coerce(hint, value, key, source):
         raise UserError(f"{source}: {key} must be {hint.__name__}, got {value!r}") from None
 
 
+SHIPPED = importlib.resources.files("deeplab_xception") / "configs"
+
+
+def shipped_configs():
+    """Names of the configs shipped with the package, sorted."""
+    return sorted(entry.name for entry in SHIPPED.iterdir() if entry.name.endswith(".yaml"))
+
+
+def find_config(path):
+    """The file at `path` if there is one, else the shipped config of that name,
+    given bare (`segment_voc.yaml`) or as the repository spelled it (`configs/segment_voc.yaml`)."""
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return pathlib.Path(path)
+    folder, name = os.path.split(path)
+    if os.path.normpath(folder) in (".", "configs") and (SHIPPED / name).is_file():
+        return SHIPPED / name
+    raise UserError(f"{path}: no such config file, nor a shipped one "
+                    f"(shipped: {', '.join(shipped_configs())})")
+
+
 def load_config(cls, path=None, overrides=()):
-    """`cls` filled from the YAML at `path` (or defaults), then `key=value` overrides."""
+    """`cls` filled from the YAML at `path` (a file or a shipped name, or defaults),
+    then `key=value` overrides."""
     data, source = {}, "config"
     if path:
-        source = os.fspath(path)
-        if not os.path.isfile(source):
-            raise UserError(f"{source}: no such config file")
-        with open(source) as f:
-            try:
-                data = yaml.safe_load(f) or {}
-            except yaml.YAMLError as e:
-                raise UserError(f"{source}: not valid YAML ({e.__class__.__name__})") from None
+        found = find_config(path)
+        source = str(found)
+        try:
+            data = yaml.safe_load(found.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"{source}: not valid YAML ({e.__class__.__name__})") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"{source}: unreadable ({e.__class__.__name__})") from None
     for item in overrides:
         if "=" not in item:
             raise UserError(f"override {item!r}: expected key=value")

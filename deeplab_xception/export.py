@@ -1,6 +1,6 @@
 """Exports a DeepLabv3+ as a self-contained segmenter: uint8 image in, labels and probabilities out.
 
-The exported graph holds the package's preprocessing (x * 2/255 - 1) and the
+The exported graph holds the package's preprocessing (`preprocessing.py`) and the
 align-corners upsampling, so a runtime needs nothing but the file, and every
 batch norm folded into its conv, as the CLI's inference runs. Keras' own
 exporters write each format. A SavedModel may compute in bfloat16 (TensorFlow
@@ -8,6 +8,7 @@ runs it on CPUs with AMX or AVX512_BF16); a TFLite file may be quantized to
 int8 by the TFLite converter, calibrated on a few images.
 """
 
+import importlib.util
 import os
 import shutil
 
@@ -20,16 +21,19 @@ from deeplab_xception.errors import UserError
 from deeplab_xception.inference import fold_batch_norms
 from deeplab_xception.io import read_image
 from deeplab_xception.precision import resolve_precision, with_precision
+from deeplab_xception.preprocessing import preprocess
 
 FORMATS = {"saved_model": "tf_saved_model", "tflite": "litert", "onnx": "onnx"}
+# What a format needs beyond the core install, and the extra that installs it.
+OPTIONAL = {"onnx": (("tf2onnx", "onnx"), "export")}
 
 
 @keras.saving.register_keras_serializable(package="deeplab_xception")
 class Preprocess(keras.layers.Layer):
-    """uint8 RGB to [-1, 1], inside the exported graph."""
+    """The package's preprocessing, inside the exported graph."""
 
     def call(self, images):
-        return ops.cast(images, "float32") * (2.0 / 255.0) - 1.0
+        return preprocess(images)
 
     def compute_output_spec(self, images):
         return keras.KerasTensor(images.shape, dtype="float32")
@@ -122,6 +126,11 @@ def export(model, path, fmt, image_size=None, precision="float32", quantize=None
     """
     if fmt not in FORMATS:
         raise UserError(f"--format: {fmt!r} is not one of {sorted(FORMATS)}")
+    modules, extra = OPTIONAL.get(fmt, ((), None))
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"--format {fmt}: needs {' and '.join(missing)}; "
+                        f"pip install 'deeplab-xception[{extra}]'")
     if fmt == "tflite" and image_size is None:
         raise UserError("--input-size: TFLite needs a fixed input size, e.g. --input-size 513 513")
     if image_size is not None and min(image_size) < 1:

@@ -8,10 +8,9 @@ from keras import ops
 from deeplab_xception.errors import UserError
 from deeplab_xception.layers import scale_dimension
 from deeplab_xception.precision import resolve_precision, with_precision
+from deeplab_xception.preprocessing import preprocess
 from deeplab_xception.tiling import DEFAULT_OVERLAP, Pass, ScaledImages, Tiling
 
-MEAN_PIXEL = 127.5
-IGNORE_LABEL = 255
 DEFAULT_MAX_PIXELS = 100_000_000
 BAND_VALUES = 1 << 22  # probabilities are computed in blocks of rows of about this many values
 
@@ -124,11 +123,6 @@ def compiled_call(model, precision="float32"):
     if keras.backend.backend() != "tensorflow":
         return lambda images: inference(images, training=False)
     return FrozenGraph(inference)
-
-
-def preprocess(images):
-    """uint8 RGB to the model's input range [-1, 1] (x * 2/255 - 1)."""
-    return ops.cast(images, "float32") * (2.0 / 255.0) - 1.0
 
 
 def pixel_limit_problem(height, width, scales=(1.0,), max_pixels=DEFAULT_MAX_PIXELS):

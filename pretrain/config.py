@@ -1,8 +1,9 @@
-"""The pretraining config schema: model, data and trainer sections (see configs/pretrain_*.yaml)."""
+"""The pretraining config schema: model, data and trainer sections (see the shipped pretrain_*.yaml)."""
 
 import dataclasses
 from typing import Optional
 
+from deeplab_xception.preprocessing import CENTRAL_FRACTION, CLASSIFIER_IMAGE_SIZE
 from deeplab_xception.training import TrainerConfig
 
 
@@ -20,8 +21,8 @@ class DataConfig:
     format: str = "tfrecord"              # "tfrecord" (TF's ImageNet shards) or "directory"
     train: str = ""                       # a glob of TFRecord shards, or a directory of class folders
     eval: str = ""
-    image_size: int = 299
-    central_fraction: float = 0.875       # of the image kept by the evaluation crop
+    image_size: int = CLASSIFIER_IMAGE_SIZE
+    central_fraction: float = CENTRAL_FRACTION  # of the image kept by the evaluation crop
     shuffle_buffer: int = 10000
     synthetic: bool = False               # first write the learnable synthetic set at `train`'s folder
 

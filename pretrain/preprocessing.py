@@ -1,11 +1,11 @@
 """Inception-style ImageNet preprocessing: a random distorted crop for training, a central crop for eval.
 
-Both end in the model's input range, x * 2/255 - 1.
+Both end in the models' input range (`deeplab_xception.preprocessing`).
 """
 
 import tensorflow as tf
 
-from deeplab_xception.inference import preprocess
+from deeplab_xception.preprocessing import classifier_eval_image, preprocess
 
 # The crop distribution of Inception's training preprocessing.
 MIN_OBJECT_COVERED = 0.1
@@ -34,7 +34,4 @@ def train_image(encoded, size):
 
 def eval_image(encoded, size, central_fraction):
     """The central `central_fraction` of the image, resized to size x size."""
-    image = tf.image.central_crop(decode(encoded), central_fraction)
-    image = tf.image.resize(image, (size, size))
-    image.set_shape((size, size, 3))
-    return preprocess(image)
+    return classifier_eval_image(decode(encoded), size, central_fraction)

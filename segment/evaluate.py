@@ -8,7 +8,8 @@ import numpy as np
 from tqdm import tqdm
 
 from deeplab_xception.errors import UserError
-from deeplab_xception.inference import IGNORE_LABEL, Segmenter
+from deeplab_xception.inference import Segmenter
+from deeplab_xception.preprocessing import IGNORE_LABEL
 from deeplab_xception.io import atomic_path, write_json
 from deeplab_xception.models import with_output_stride
 from deeplab_xception.precision import resolve_precision

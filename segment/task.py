@@ -5,9 +5,9 @@ import tensorflow as tf
 
 from deeplab_xception.deeplab import DeepLabV3Plus
 from deeplab_xception.errors import UserError
-from deeplab_xception.inference import IGNORE_LABEL
 from deeplab_xception.layers import configure_batch_norms
 from deeplab_xception.models import build_model
+from deeplab_xception.preprocessing import IGNORE_LABEL
 from deeplab_xception.weights import load_model
 from deeplab_xception.weights.transfer import copy_matching_weights
 from segment import augment, pipeline, records

@@ -71,3 +71,14 @@ class SmallConvEncoder(Backbone):
     @classmethod
     def reachable_output_strides(cls, **config):
         return (4, 8, 16)
+
+
+def central_crop_resized(image, fraction, size):
+    """The central `fraction` of an H x W x 3 image (TF's rounding), bilinearly resized to
+    size x size with OpenCV in float: an implementation independent of the package's."""
+    import cv2
+
+    height, width = image.shape[:2]
+    top, left = int((height - height * fraction) / 2), int((width - width * fraction) / 2)
+    crop = image[top:height - top, left:width - left].astype(np.float32)
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_LINEAR)

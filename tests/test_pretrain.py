@@ -26,7 +26,7 @@ from pretrain.task import ClassificationTask
 
 from conftest import REPO
 
-TINY = REPO / "configs" / "pretrain_tiny.yaml"
+TINY = "pretrain_tiny.yaml"  # shipped with the package, found by name
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ from deeplab_xception import build_model, with_output_stride
 from deeplab_xception.cli import main
 from deeplab_xception.config import load_config
 from deeplab_xception.errors import UserError
-from deeplab_xception.inference import IGNORE_LABEL, Segmenter
+from deeplab_xception.inference import Segmenter
+from deeplab_xception.preprocessing import IGNORE_LABEL
 from deeplab_xception.io import write_image
 from segment.config import SegmentConfig
 from segment.datasets import load_dataset
@@ -20,7 +21,7 @@ from segment.evaluate import evaluate
 from segment.synthetic import CLASSES, make_example, write_synthetic_dataset
 from segment.task import SegmentationTask
 
-TINY = os.path.join(os.path.dirname(__file__), "..", "configs", "segment_tiny.yaml")
+TINY = "segment_tiny.yaml"  # shipped with the package, found by name
 
 
 @pytest.fixture(scope="module")
@@ -218,8 +219,7 @@ def test_frozen_batch_norm_is_not_trained(shapes):
 @pytest.mark.parametrize("name,crop,learning_rate,steps", [
     ("voc", (513, 513), 0.007, 30000), ("cityscapes", (769, 769), 0.01, 90000)])
 def test_configs_follow_the_papers_recipe(name, crop, learning_rate, steps):
-    path = os.path.join(os.path.dirname(TINY), f"segment_{name}.yaml")
-    config = load_config(SegmentConfig, path)
+    config = load_config(SegmentConfig, f"segment_{name}.yaml")
     assert config.data.format == name and config.data.crop_size == crop
     assert (config.model.backbone, config.model.output_stride) == ("xception_65", 16)
     assert config.model.atrous_rates == (6, 12, 18) and config.model.decoder

@@ -104,7 +104,7 @@ sys.exit(main(sys.argv[1:]))
 @pytest.mark.slow
 def test_mirrored_strategy_trains_two_replicas_on_twice_the_batch(tmp_path):
     """Two logical CPUs train in lockstep; an epoch is half the steps of one replica's."""
-    args = ["pretrain", "--config", str(REPO / "configs/pretrain_tiny.yaml"),
+    args = ["pretrain", "--config", "pretrain_tiny.yaml",
             "trainer.strategy=mirrored", f"trainer.model_dir={tmp_path}",
             f"data.train={tmp_path}/data/train-*", f"data.eval={tmp_path}/data/validation-*",
             "trainer.train_steps=6", "trainer.checkpoint_every=3", "trainer.summary_every=3",

@@ -17,6 +17,7 @@ from deeplab_xception.classifier import XceptionClassifier
 from deeplab_xception.deeplab import DeepLabV3Plus
 from deeplab_xception.errors import UserError
 from deeplab_xception.weights import ZOO, official_variables
+from deeplab_xception.preprocessing import INCEPTION
 from deeplab_xception.weights.official import OFFICIAL_SCOPES
 from deeplab_xception.weights.transfer import copy_matching_weights, load_matching_weights
 from helpers import randomize_weights
@@ -116,12 +117,16 @@ def test_url_is_downloaded_once_into_the_cache(tiny_checkpoint, tmp_path):
         loaded = load_model(url, cache_dir=tmp_path)
         with pytest.raises(UserError, match="absent.tar.gz: download failed"):
             load_model(url.replace(archive.name, "absent.tar.gz"), cache_dir=tmp_path)
+        np.testing.assert_allclose(loaded(IMAGES), model(IMAGES), atol=1e-5)
+        cached = [tmp_path / "downloads" / n for n in os.listdir(tmp_path / "downloads")
+                  if n.endswith(archive.name)]
+        assert len(cached) == 1
+        cached[0].write_bytes(cached[0].read_bytes()[:100])  # a tampered archive is replaced
+        np.testing.assert_allclose(load_model(url, cache_dir=tmp_path)(IMAGES), model(IMAGES), atol=1e-5)
+        assert cached[0].read_bytes() == archive.read_bytes()
     finally:
         server.shutdown()
         server.server_close()
-    assert os.listdir(tmp_path / "downloads") == [archive.name]
-    np.testing.assert_allclose(loaded(IMAGES), model(IMAGES), atol=1e-5)
-    np.testing.assert_allclose(load_model(url, cache_dir=tmp_path)(IMAGES), model(IMAGES), atol=1e-5)
 
 
 def test_output_stride_option_keeps_the_weights(tiny_checkpoint, tmp_path):
@@ -209,8 +214,10 @@ def test_foreign_and_missing_checkpoints_are_user_errors(tmp_path):
 def test_zoo_records_are_complete():
     assert ZOO["xception65_coco_voc_trainaug"].results[0].miou == 0.8220
     for record in ZOO.values():
-        assert record.variant in OFFICIAL_SCOPES and record.kind in ("deeplab", "backbone")
-        assert record.url.startswith("http://download.tensorflow.org/models/")
+        assert record.backbone in OFFICIAL_SCOPES and record.kind in ("deeplab", "backbone")
+        assert record.url.startswith("https://download.tensorflow.org/models/")
+        assert record.license.startswith("Apache-2.0") and record.source.startswith("https://")
+        assert record.preprocessing == INCEPTION
         assert record.url.endswith(".tar.gz")
         if record.kind == "deeplab":
             assert record.num_classes > 1 and record.results

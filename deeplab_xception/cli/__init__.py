@@ -8,7 +8,8 @@ import sys
 from deeplab_xception.errors import UserError
 
 # Subcommand modules under deeplab_xception.cli, in the order `--help` lists them.
-COMMANDS = ("demo", "segment", "classify", "export", "convert", "budget", "pretrain", "finetune", "evaluate")
+COMMANDS = ("demo", "segment", "classify", "export", "convert", "budget", "pretrain", "finetune", "evaluate",
+            "configs")
 
 
 def main(argv=None):

@@ -2,24 +2,20 @@
 
 import json
 
-import cv2
 import numpy as np
 from keras import ops
 
 from deeplab_xception.classifier import XceptionClassifier
 from deeplab_xception.errors import UserError
-from deeplab_xception.inference import preprocess
 from deeplab_xception.io import read_image
+from deeplab_xception.preprocessing import (
+    CENTRAL_FRACTION, CLASSIFIER_IMAGE_SIZE, classifier_eval_image)
 from deeplab_xception.weights import load_model
-
-IMAGE_SIZE = 299  # the ImageNet training size of every Xception
 
 
 def load_batch(paths):
-    """Images resized (bilinear) to IMAGE_SIZE x IMAGE_SIZE and scaled to [-1, 1]."""
-    images = [cv2.resize(read_image(p), (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_LINEAR)
-              for p in paths]
-    return preprocess(np.stack(images))
+    """Images as the classifiers are evaluated (`preprocessing.classifier_eval_image`)."""
+    return np.stack([ops.convert_to_numpy(classifier_eval_image(read_image(p))) for p in paths])
 
 
 def top_k(probabilities, k):
@@ -51,8 +47,9 @@ def run(args):
 def register(subparsers):
     parser = subparsers.add_parser(
         "classify", help="top-k ImageNet classes of images",
-        description="Resizes each image to 299x299 and prints the top-k classes of an Xception "
-                    "classifier. Official modified-Xception classifiers have 1001 classes, 0 being "
+        description=f"Crops the central {CENTRAL_FRACTION:.1%} of each image, resizes it to "
+                    f"{CLASSIFIER_IMAGE_SIZE}x{CLASSIFIER_IMAGE_SIZE} and prints the top-k classes "
+                    "of an Xception classifier. Official modified-Xception classifiers have 1001 classes, 0 being "
                     "background; Keras' Xception has the 1000 ImageNet classes.")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="any image OpenCV reads")
     parser.add_argument("--weights", required=True,

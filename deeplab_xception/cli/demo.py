@@ -11,8 +11,6 @@ import time
 
 from deeplab_xception.errors import UserError
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
-
 
 def register(subparsers):
     parser = subparsers.add_parser(
@@ -23,13 +21,6 @@ def register(subparsers):
     parser.add_argument("--workers", type=int, default=2,
                         help="asynchronous pretraining workers (default 2)")
     parser.set_defaults(run=run)
-
-
-def _config(name):
-    path = CONFIGS / name
-    if not path.is_file():
-        raise UserError(f"{path}: the demo needs the repository's configs/ (run it from a clone)")
-    return str(path)
 
 
 def _step(number, text):
@@ -56,7 +47,7 @@ def run(args):
 
     _step(1, f"Pretraining xception_tiny asynchronously: 1 chief, {args.workers} workers and "
              "1 parameter server on 127.0.0.1, on generated shapes")
-    _run(["pretrain", "--config", _config("pretrain_tiny.yaml"),
+    _run(["pretrain", "--config", "pretrain_tiny.yaml",
           "--local-cluster", f"workers={args.workers},ps=1",
           "trainer.strategy=parameter_server", f"trainer.model_dir={pretrain_dir}",
           f"data.train={pretrain_dir}/data/train-*", f"data.eval={pretrain_dir}/data/validation-*"])
@@ -66,7 +57,7 @@ def run(args):
     print(f"written to {shapes}")
 
     _step(3, "Fine-tuning DeepLabv3+ from the pretrained backbone (output stride 16)")
-    _run(["finetune", "--config", _config("segment_tiny.yaml"), f"data.root={shapes}",
+    _run(["finetune", "--config", "segment_tiny.yaml", f"data.root={shapes}",
           f"init.weights={pretrain_dir / 'model.keras'}", f"trainer.model_dir={segment_dir}"])
     model = str(segment_dir / "model.keras")
 

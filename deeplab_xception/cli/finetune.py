@@ -7,8 +7,8 @@ from deeplab_xception.config import load_config
 
 def register(subparsers):
     parser = subparsers.add_parser(
-        "finetune", help="fine-tune DeepLabv3+ on a segmentation dataset (configs/segment_*.yaml)")
-    parser.add_argument("--config", required=True, help="a segment_*.yaml config")
+        "finetune", help="fine-tune DeepLabv3+ on a segmentation dataset (segment_*.yaml)")
+    parser.add_argument("--config", required=True, help="YAML config, a file or a shipped name, e.g. segment_voc.yaml")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. trainer.train_steps=1000 data.root=/data/voc")
     parser.set_defaults(run=run)

@@ -16,7 +16,7 @@ def register(subparsers):
         "pretrain", help="pretrain a (modified) Xception classifier on ImageNet",
         description="Train an Xception classifier on ImageNet (TFRecords or class folders). "
                     "Each process's role comes from TF_CONFIG.")
-    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/pretrain_imagenet.yaml")
+    parser.add_argument("--config", required=True, help="YAML config, a file or a shipped name, e.g. pretrain_imagenet.yaml")
     parser.add_argument("--local-cluster", metavar="workers=N,ps=M",
                         help="run a cluster of processes on this machine (parameter_server: "
                              "workers=N,ps=M; multi_worker: workers=N); add evaluator=1 for the "

@@ -1,7 +1,8 @@
 """Turning a weights argument (zoo name, URL, archive, path) into a local path.
 
-Nothing is downloaded unless the user names a URL or a zoo entry; archives
-are unpacked once into the cache and reused.
+Nothing is downloaded unless the user names a URL or a zoo entry, and every
+download is verified (`download.py`); archives are unpacked once into the
+cache and reused. `SOURCE#sha256=HEX` checks any source against a digest.
 """
 
 import hashlib
@@ -10,9 +11,8 @@ import shutil
 import tarfile
 import tempfile
 
-import keras
-
 from deeplab_xception.errors import UserError
+from deeplab_xception.weights.download import fetch, file_sha256, split_digest
 from deeplab_xception.weights.zoo import ZOO
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -28,19 +28,14 @@ def _is_url(source):
     return source.startswith(("http://", "https://"))
 
 
-def _download(url, cache_dir):
-    try:
-        return keras.utils.get_file(origin=url, cache_dir=cache_dir, cache_subdir="downloads")
-    except Exception as e:  # get_file reports every network and file failure as Exception
-        raise UserError(f"{url}: download failed ({str(e).splitlines()[0]})") from None
-
-
-def _extract_checkpoint(archive, cache_dir):
-    """Unpacks the checkpoint files (`*.ckpt*`) of an archive into one cache directory."""
+def _extract_checkpoint(archive, cache_dir, sha256=None):
+    """Unpacks the checkpoint files (`*.ckpt*`) of an archive into one cache directory,
+    named by the archive's digest when it is known, else by its path, size and time."""
     stat = os.stat(archive)
-    key = hashlib.sha1(f"{os.path.abspath(archive)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    key = sha256 or hashlib.sha1(
+        f"{os.path.abspath(archive)}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
     stem = os.path.basename(archive).split(".")[0]
-    target = os.path.join(cache_dir, "extracted", f"{stem}-{key.hexdigest()[:12]}")
+    target = os.path.join(cache_dir, "extracted", f"{stem}-{key[:12]}")
     if os.path.isdir(target):
         return target
     os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -64,16 +59,26 @@ def _extract_checkpoint(archive, cache_dir):
     return target
 
 
+def _check_local_digest(path, sha256):
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such file (a digest can be checked on files only)")
+    actual = file_sha256(path)
+    if actual != sha256:
+        raise UserError(f"{path}: sha256 {actual} differs from the expected {sha256}")
+
+
 def local_path(weights, cache_dir=None):
     """A local model file, weights file, checkpoint prefix or directory for `weights`."""
-    source = os.fspath(weights)
+    source, sha256 = split_digest(os.fspath(weights))
     cache_dir = cache_dir or default_cache_dir()
     if source in ZOO:
-        source = ZOO[source].url
+        source, sha256 = ZOO[source].url, sha256 or ZOO[source].sha256
     if _is_url(source):
-        source = _download(source, cache_dir)
+        source, sha256 = fetch(source, cache_dir, sha256)
+    elif sha256:
+        _check_local_digest(source, sha256)
     if source.endswith(ARCHIVE_SUFFIXES):
         if not os.path.isfile(source):
             raise UserError(f"{source}: no such file")
-        return _extract_checkpoint(source, cache_dir)
+        return _extract_checkpoint(source, cache_dir, sha256)
     return source

@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from deeplab_xception.errors import UserError
-from deeplab_xception.inference import IGNORE_LABEL
+from deeplab_xception.preprocessing import IGNORE_LABEL
 from segment.datasets.base import Example, SegmentationSet, bit_palette, read_index_png
 
 CLASSES = (

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from deeplab_xception.errors import UserError
-from deeplab_xception.inference import IGNORE_LABEL
+from deeplab_xception.preprocessing import IGNORE_LABEL
 from deeplab_xception.io import read_image
 
 

@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from deeplab_xception.errors import UserError
-from deeplab_xception.inference import IGNORE_LABEL
+from deeplab_xception.preprocessing import IGNORE_LABEL
 from segment.datasets.base import Example, SegmentationSet, read_index_png
 
 # (train class, its label id in *_labelIds.png, color) for the 19 evaluated classes.

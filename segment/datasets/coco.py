@@ -14,7 +14,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from deeplab_xception.errors import UserError
-from deeplab_xception.inference import IGNORE_LABEL
+from deeplab_xception.preprocessing import IGNORE_LABEL
 from segment.datasets.base import Example, SegmentationSet, bit_palette
 
 

@@ -1,0 +1,70 @@
+"""What an installed wheel needs: shipped configs found by name from any folder (a real path
+first), listed by `deeplab-xception configs`; optional parts that name their extra."""
+
+import os
+import pathlib
+import sys
+
+import pytest
+import yaml
+
+import deeplab_xception
+from deeplab_xception import build_model
+from deeplab_xception.cli import main
+from deeplab_xception.config import find_config, load_config
+from deeplab_xception.errors import UserError
+from segment.config import SegmentConfig
+
+# The folder the wheel ships, read directly rather than through importlib.resources.
+SHIPPED = pathlib.Path(deeplab_xception.__file__).parent / "configs"
+
+
+def test_every_config_is_shipped_inside_the_package():
+    names = sorted(p.name for p in SHIPPED.glob("*.yaml"))
+    assert {"segment_tiny.yaml", "segment_voc.yaml", "pretrain_tiny.yaml"} <= set(names)
+
+
+@pytest.mark.parametrize("spelling", ["segment_voc.yaml", "configs/segment_voc.yaml",
+                                      "./configs/segment_voc.yaml"])
+def test_shipped_config_is_found_by_name_from_any_folder(spelling, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert find_config(spelling).read_text() == (SHIPPED / "segment_voc.yaml").read_text()
+    assert load_config(SegmentConfig, spelling).data.crop_size == (513, 513)
+
+
+def test_a_real_path_wins_over_the_shipped_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "segment_voc.yaml").write_text("data:\n  crop_size: [65, 97]\n")
+    assert load_config(SegmentConfig, "configs/segment_voc.yaml").data.crop_size == (65, 97)
+
+
+def test_unknown_config_names_the_file_and_the_shipped_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=r"segment_vco.yaml: no such config file.*segment_voc.yaml"):
+        load_config(SegmentConfig, "segment_vco.yaml")
+    with pytest.raises(UserError, match="no such config file"):
+        load_config(SegmentConfig, "elsewhere/segment_voc.yaml")  # only configs/ means shipped
+
+
+def test_configs_command_lists_and_prints_the_shipped_configs(capsys):
+    assert main(["configs"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == sorted(p.name for p in SHIPPED.glob("*.yaml"))
+    assert main(["configs", "segment_tiny.yaml"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == yaml.safe_load(
+        (SHIPPED / "segment_tiny.yaml").read_text())
+    assert main(["configs", "nope.yaml"]) == 2
+    assert "nope.yaml: no such config file" in capsys.readouterr().err
+
+
+def test_a_missing_optional_dependency_names_its_extra(tmp_path, monkeypatch, capsys):
+    model = build_model("deeplab", backbone="xception_tiny", num_classes=3)
+    model.save(tmp_path / "model.keras")
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if not installed
+    argv = ["export", "--weights", str(tmp_path / "model.keras"), "--format", "onnx",
+            "--output", str(tmp_path / "model.onnx")]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "needs tf2onnx; pip install 'deeplab-xception[export]'" in error
+    assert sorted(os.listdir(tmp_path)) == ["model.keras"]

@@ -1,0 +1,23 @@
+"""The input contract: value range, mean pixel, the classifier's evaluation crop."""
+
+import numpy as np
+import pytest
+from keras import ops
+
+from deeplab_xception.preprocessing import (
+    CENTRAL_FRACTION, CLASSIFIER_IMAGE_SIZE, MEAN_PIXEL, classifier_eval_image, preprocess)
+from helpers import central_crop_resized
+
+
+def test_value_range_is_minus_one_to_one_with_the_mean_pixel_at_zero():
+    values = ops.convert_to_numpy(preprocess(np.array([0, MEAN_PIXEL, 255], np.float32)))
+    np.testing.assert_allclose(values, [-1.0, 0.0, 1.0], atol=1e-7)
+    assert ops.convert_to_numpy(preprocess(np.uint8([255]))).dtype == np.float32
+
+
+@pytest.mark.parametrize("shape", [(480, 640), (333, 301), (40, 50)])
+def test_classifier_eval_image_is_the_inception_central_crop(shape):
+    image = np.random.default_rng(0).integers(0, 256, shape + (3,), dtype=np.uint8)
+    expected = central_crop_resized(image, 0.875, 299) / 127.5 - 1.0  # the Inception eval
+    assert (CENTRAL_FRACTION, CLASSIFIER_IMAGE_SIZE) == (0.875, 299)
+    np.testing.assert_allclose(ops.convert_to_numpy(classifier_eval_image(image)), expected, atol=1e-4)
