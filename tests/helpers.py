@@ -1,7 +1,6 @@
 """What several test files need: random but well-conditioned weights, a small non-Xception
 encoder, the TF profiler's multiply-add count, and where the shipped configs are."""
 
-import pathlib
 
 import keras
 import numpy as np
@@ -9,12 +8,9 @@ import tensorflow as tf
 
 from deeplab_xception.backbones import Backbone
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
-
-
 def config_path(name):
     """The shipped config `name` (e.g. "pretrain_imagenet"), for `load_config`."""
-    return CONFIGS / f"{name}.yaml"
+    return f"{name}.yaml"
 
 
 def randomize_weights(model, seed=0, scale=0.1):
