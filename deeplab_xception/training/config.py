@@ -51,6 +51,7 @@ class TrainerConfig:
     learning_rate: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
     weight_decay: float = 4e-5            # slim L2: scale * sum(w^2) / 2 on conv/dense kernels
     checkpoint_every: int = 1000          # steps
+    checkpoint_every_seconds: float = 0.0 # also save when this much time passed (0: off)
     keep_checkpoints: int = 5
     summary_every: int = 100              # steps
     strategy: str = "default"

@@ -7,13 +7,16 @@ or `ClusterCoordinator.schedule` on whichever worker is free).
 
 import math
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 
 import keras
 import tensorflow as tf
 
+from deeplab_xception.errors import ClusterLost
 from deeplab_xception.io import atomic_path
 from deeplab_xception.layers import configure_batch_norms
 from deeplab_xception.training import cluster, evaluator, state
@@ -23,6 +26,41 @@ from deeplab_xception.training.strategy import make_strategy
 from deeplab_xception.weights.transfer import load_matching_weights
 
 FINAL_MODEL = "model.keras"
+PS_TASK = re.compile(r"/job:ps/replica:\d+/task:(\d+)")
+
+
+def _unreachable_ps(addresses):
+    """(index, address) of the first PS that refuses connections, or None."""
+    for index, address in enumerate(addresses):
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=2).close()
+        except OSError:
+            return index, address
+    return None
+
+
+def lost_parameter_server(error, model_dir):
+    """The ClusterLost naming the PS behind `error` and the checkpoint to resume from, or None.
+
+    Under the parameter-server strategy the coordinator retries every worker
+    failure itself, so an unavailable or aborted task that still reaches the
+    chief is a PS, whose variables are gone with it. A dead PS also surfaces
+    as other errors of the closures that were using it, hence the probe.
+    """
+    error = getattr(error, "original_exception", error)
+    addresses = cluster.tf_config().get("cluster", {}).get("ps", [])
+    gone = _unreachable_ps(addresses)
+    match = PS_TASK.search(str(error))
+    if gone is None and match and int(match.group(1)) < len(addresses):
+        gone = int(match.group(1)), addresses[int(match.group(1))]
+    if gone is None and not isinstance(error, (tf.errors.UnavailableError, tf.errors.AbortedError)):
+        return None
+    who = f"parameter server ps/{gone[0]} at {gone[1]}" if gone else "a parameter server"
+    latest = tf.train.latest_checkpoint(model_dir)
+    resume = (f"resume from checkpoint {os.path.basename(latest)}" if latest
+              else "no checkpoint yet: the restart begins at step 0")
+    return ClusterLost(f"{who} is gone; {resume} (restart the whole job)")
 
 
 def train(task, config):
@@ -129,17 +167,35 @@ def train(task, config):
         progress.update(now_step, [("loss", loss), ("lr", lr), ("img/s", rate)])
         mark_step, mark_time = now_step, time.time()
 
-    for i in range(start + 1, total_steps + 1):
-        number = tf.constant(i, tf.int64)
-        loss = (coordinator.schedule(train_step, args=(iterator, number)) if asynchronous
-                else train_step(iterator, number))
-        if i % config.summary_every == 0 or i == total_steps:
-            report(float(loss.fetch() if asynchronous else loss))
-        if i % config.checkpoint_every == 0 and i < total_steps:
-            manager.save(checkpoint_number=state.value(step))
-    if asynchronous:
-        coordinator.join()
-    manager.save(checkpoint_number=state.value(step))
+    saved_at = time.time()
+
+    def save():
+        nonlocal saved_at
+        manager.save(checkpoint_number=state.value(step))
+        saved_at = time.time()
+
+    def checkpoint_due(i):
+        every_seconds = config.checkpoint_every_seconds
+        return i % config.checkpoint_every == 0 or (
+            every_seconds > 0 and time.time() - saved_at >= every_seconds)
+
+    try:
+        for i in range(start + 1, total_steps + 1):
+            number = tf.constant(i, tf.int64)
+            loss = (coordinator.schedule(train_step, args=(iterator, number)) if asynchronous
+                    else train_step(iterator, number))
+            if i % config.summary_every == 0 or i == total_steps:
+                report(float(loss.fetch() if asynchronous else loss))
+            if i < total_steps and checkpoint_due(i):
+                save()
+        if asynchronous:
+            coordinator.join()
+        save()
+    except Exception as e:
+        lost = asynchronous and lost_parameter_server(e, config.model_dir)
+        if not lost:
+            raise
+        raise lost from None
     if chief:
         with atomic_path(os.path.join(config.model_dir, FINAL_MODEL)) as tmp:
             model.save(tmp)
