@@ -156,6 +156,25 @@ def test_a_lost_parameter_server_restarts_the_local_cluster_which_ends_at_the_ex
     assert (tmp_path / FINAL_MODEL).is_file()
 
 
+@pytest.mark.slow
+def test_synchronous_workers_and_their_evaluator_all_exit_after_an_epoch_based_run(shapes, tmp_path):
+    """Two replicas in sync: an epoch of 32 examples at 4 per replica is 4 steps, not 8;
+    the evaluator stops on the chief's final step instead of waiting for step 8."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
+    args = ["pretrain", "--config", str(TINY), "--local-cluster", "workers=2,evaluator=1",
+            "--timeout", "240", "trainer.strategy=multi_worker", "trainer.batch_size_per_replica=4",
+            *overrides(shapes, tmp_path, "trainer.train_epochs=1", "trainer.train_steps=0",
+                       "trainer.examples_per_epoch=32", "trainer.checkpoint_every=2")]
+    process, lines = start_cli(args, env)
+    try:
+        assert process.wait(timeout=300) == 0, "".join(lines)[-3000:]
+    finally:
+        process.kill()
+    assert final_step(tmp_path) == 4
+    assert json.loads((tmp_path / "final_step.json").read_text()) == {"step": 4}
+    assert "4" in json.loads((tmp_path / "eval_results.json").read_text())
+
+
 def write_records(path, feature):
     with tf.io.TFRecordWriter(str(path)) as writer:
         writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())

@@ -58,9 +58,10 @@ def run(args):
                             restarts=args.restarts, timeout=args.timeout)
     if args.role == "evaluator":
         os.environ["TF_CONFIG"] = '{"task": {"type": "evaluator", "index": 0}}'
-    from deeplab_xception.training import train
+    from deeplab_xception.training import prepare, train
     from pretrain.task import ClassificationTask
 
+    prepare(config.trainer)
     train(ClassificationTask(config), config.trainer)
     return 0
 

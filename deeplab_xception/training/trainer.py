@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 
 from deeplab_xception.errors import ClusterLost
-from deeplab_xception.io import atomic_path
+from deeplab_xception.io import atomic_path, write_json
 from deeplab_xception.layers import configure_batch_norms
 from deeplab_xception.training import cluster, evaluator, state
 from deeplab_xception.training.optimization import (
@@ -63,6 +63,14 @@ def lost_parameter_server(error, model_dir):
     return ClusterLost(f"{who} is gone; {resume} (restart the whole job)")
 
 
+def prepare(config):
+    """Call before building the task: a multi_worker process joins its collective group
+    before any TensorFlow op runs (the task may read data to check it)."""
+    config.validate()
+    if config.strategy == "multi_worker" and cluster.role()[0] != "evaluator":
+        make_strategy(config)
+
+
 def train(task, config):
     """Runs this process's part of the job that TF_CONFIG describes.
 
@@ -86,6 +94,9 @@ def train(task, config):
                        else float(total_steps))
     chief = cluster.is_chief()
     write_dir = config.model_dir if chief else tempfile.mkdtemp(prefix="worker-")
+    final_marker = os.path.join(config.model_dir, evaluator.FINAL_STEP)
+    if chief and os.path.exists(final_marker):
+        os.remove(final_marker)  # an earlier run's end; this run writes its own
 
     # -- input ----------------------------------------------------------------
     def dataset_fn(input_context):
@@ -199,6 +210,7 @@ def train(task, config):
     if chief:
         with atomic_path(os.path.join(config.model_dir, FINAL_MODEL)) as tmp:
             model.save(tmp)
+        write_json(final_marker, {"step": state.value(step)})
     else:
         shutil.rmtree(write_dir, ignore_errors=True)
     return state.value(step)
