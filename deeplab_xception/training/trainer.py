@@ -163,7 +163,8 @@ def train(task, config):
     global_batch = config.batch_size_per_replica * replicas
     mark_step, mark_time = start, time.time()
 
-    def report(loss):
+    def report(loss, blocked):
+        """Summaries at the step now done; `blocked`: seconds the loop waited to read `loss`."""
         nonlocal mark_step, mark_time
         now_step = state.value(step)
         if not math.isfinite(loss):
@@ -174,6 +175,7 @@ def train(task, config):
             tf.summary.scalar("loss", loss)
             tf.summary.scalar("learning_rate", lr)
             tf.summary.scalar("images_per_second", rate)
+            tf.summary.scalar("summary_wait_seconds", blocked)
         writer.flush()
         progress.update(now_step, [("loss", loss), ("lr", lr), ("img/s", rate)])
         mark_step, mark_time = now_step, time.time()
@@ -196,7 +198,9 @@ def train(task, config):
             loss = (coordinator.schedule(train_step, args=(iterator, number)) if asynchronous
                     else train_step(iterator, number))
             if i % config.summary_every == 0 or i == total_steps:
-                report(float(loss.fetch() if asynchronous else loss))
+                asked = time.time()
+                value = float(loss.fetch() if asynchronous else loss)
+                report(value, time.time() - asked)
             if i < total_steps and checkpoint_due(i):
                 save()
         if asynchronous:
