@@ -163,21 +163,22 @@ def train(task, config):
     global_batch = config.batch_size_per_replica * replicas
     mark_step, mark_time = start, time.time()
 
-    def report(loss, blocked):
-        """Summaries at the step now done; `blocked`: seconds the loop waited to read `loss`."""
+    def report(number, loss, blocked):
+        """Summaries of step `number`, whose loss the loop waited `blocked` seconds to read;
+        images/s counts the steps done since the last report."""
         nonlocal mark_step, mark_time
         now_step = state.value(step)
         if not math.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss} at step {now_step}")
+            raise FloatingPointError(f"loss is {loss} at step {number}")
         rate = (now_step - mark_step) * global_batch / max(time.time() - mark_time, 1e-9)
-        lr = float(learning_rate(config.learning_rate, now_step, steps_per_epoch, total_steps))
-        with writer.as_default(step=now_step):
+        lr = float(learning_rate(config.learning_rate, number, steps_per_epoch, total_steps))
+        with writer.as_default(step=number):
             tf.summary.scalar("loss", loss)
             tf.summary.scalar("learning_rate", lr)
             tf.summary.scalar("images_per_second", rate)
             tf.summary.scalar("summary_wait_seconds", blocked)
         writer.flush()
-        progress.update(now_step, [("loss", loss), ("lr", lr), ("img/s", rate)])
+        progress.update(number, [("loss", loss), ("lr", lr), ("img/s", rate)])
         mark_step, mark_time = now_step, time.time()
 
     saved_at = time.time()
@@ -192,19 +193,29 @@ def train(task, config):
         return i % config.checkpoint_every == 0 or (
             every_seconds > 0 and time.time() - saved_at >= every_seconds)
 
+    lagging = None  # asynchronous: (step, loss) of the last summary, not read yet
     try:
         for i in range(start + 1, total_steps + 1):
             number = tf.constant(i, tf.int64)
             loss = (coordinator.schedule(train_step, args=(iterator, number)) if asynchronous
                     else train_step(iterator, number))
             if i % config.summary_every == 0 or i == total_steps:
-                asked = time.time()
-                value = float(loss.fetch() if asynchronous else loss)
-                report(value, time.time() - asked)
+                summary = (i, loss)
+                if asynchronous:
+                    # Read the previous summary's loss, scheduled summary_every steps
+                    # ago and almost surely done: the newest one would wait for the
+                    # whole queue, idling every worker at each summary.
+                    lagging, summary = summary, lagging
+                if summary:
+                    asked = time.time()
+                    value = float(summary[1].fetch() if asynchronous else summary[1])
+                    report(summary[0], value, time.time() - asked)
             if i < total_steps and checkpoint_due(i):
                 save()
         if asynchronous:
             coordinator.join()
+            if lagging:
+                report(lagging[0], float(lagging[1].fetch()), 0.0)
         save()
     except Exception as e:
         lost = asynchronous and lost_parameter_server(e, config.model_dir)
