@@ -14,6 +14,7 @@ from deeplab_xception.config import load_config
 from deeplab_xception.errors import UserError
 from deeplab_xception.inference import IGNORE_LABEL, Segmenter
 from deeplab_xception.io import write_image
+from deeplab_xception.training.trainer import apply_warm_start
 from segment.config import SegmentConfig
 from segment.datasets import load_dataset
 from segment.evaluate import evaluate
@@ -100,6 +101,7 @@ def test_finetuning_from_a_pretrained_classifier(shapes, tmp_path):
     init = [f"init.weights={path}"]
     task = SegmentationTask(load_config(SegmentConfig, TINY, [f"data.root={shapes}", *init]))
     started = task.build_model()
+    apply_warm_start(started, task.warm_start(started))
     for name in ("entry_flow.conv1_1", "middle_flow.block1.unit_2.xception_module.separable_conv3_pointwise",
                  "exit_flow.block2.unit_1.xception_module.separable_conv3_pointwise.BatchNorm"):
         for ours, theirs in zip(started.get_layer(name).weights, classifier.get_layer(name).weights):
@@ -110,8 +112,10 @@ def test_finetuning_from_a_pretrained_classifier(shapes, tmp_path):
     assert report["mean_iou"] > 0.6, report
 
     with pytest.raises(UserError, match="has no logits.semantic layer"):
-        SegmentationTask(load_config(SegmentConfig, TINY, [
-            f"data.root={shapes}", *init, "init.last_layer=true"])).build_model()
+        task = SegmentationTask(load_config(SegmentConfig, TINY, [
+            f"data.root={shapes}", *init, "init.last_layer=true"]))
+        fresh = task.build_model()
+        apply_warm_start(fresh, task.warm_start(fresh))
 
 
 def _numpy_confusion(model, dataset, output_stride, scales, flip):

@@ -14,7 +14,9 @@ import tensorflow as tf
 from deeplab_xception import build_model
 from deeplab_xception.errors import UserError
 from deeplab_xception.training import FINAL_MODEL, ScheduleConfig, TrainerConfig, cluster, launcher, train
+from deeplab_xception.training.evaluator import evaluate
 from deeplab_xception.training.optimization import decayed_kernels, learning_rate, weight_decay
+from deeplab_xception.weights.transfer import copy_matching_weights
 
 from conftest import REPO
 from helpers import randomize_weights
@@ -165,3 +167,51 @@ def test_init_checkpoint_warm_starts_the_run_by_layer_name(tmp_path):
     with pytest.raises(UserError, match="missing.keras: no such file"):
         train(task, config)
     assert not (tmp_path / "run2" / FINAL_MODEL).exists()
+
+
+def test_the_copier_refuses_weights_trained_with_another_depthwise_layout():
+    """`paper` and `checkpoint` hold the same layers and shapes; only the ReLUs move."""
+    checkpoint_layout = build_model("classifier", backbone="xception_tiny", num_classes=5,
+                                    input_shape=(33, 33, 3))
+    paper = build_model("classifier", backbone="xception_tiny", num_classes=5,
+                        input_shape=(33, 33, 3), depthwise_layout="paper")
+    assert [w.shape for w in paper.weights] == [w.shape for w in checkpoint_layout.weights]
+    before = [w.numpy() for w in checkpoint_layout.weights]
+    with pytest.raises(UserError, match="paper.keras: activations are placed differently .*"
+                                        "separable_conv1_depthwise.relu"):
+        copy_matching_weights(checkpoint_layout, paper, "paper.keras")
+    for value, w in zip(before, checkpoint_layout.weights):
+        np.testing.assert_array_equal(value, w.numpy())
+
+
+@pytest.mark.slow
+def test_resumed_runs_and_evaluators_never_open_the_initial_weights(tmp_path):
+    """init.weights is read once, at the first start; afterwards the file may be gone."""
+    from deeplab_xception.config import load_config
+    from segment.config import SegmentConfig
+    from segment.synthetic import write_synthetic_dataset
+    from segment.task import SegmentationTask
+
+    root = write_synthetic_dataset(str(tmp_path / "shapes"), num_train=8, num_val=2, size=33)
+    source = build_model("deeplab", backbone="xception_tiny", num_classes=4, input_shape=(33, 33, 3))
+    randomize_weights(source, seed=1)
+    source.save(tmp_path / "init.keras")
+
+    def task(steps):
+        return SegmentationTask(load_config(SegmentConfig, REPO / "configs/segment_tiny.yaml", [
+            f"data.root={root}", f"trainer.model_dir={tmp_path / 'run'}", "data.crop_size=[33,33]",
+            "data.eval_crop_size=[33,33]", "trainer.batch_size_per_replica=2",
+            f"trainer.train_steps={steps}", f"init.weights={tmp_path / 'init.keras'}",
+            "trainer.learning_rate.name=constant", "trainer.learning_rate.initial=0.0"]))
+
+    first = task(1)
+    assert train(first, first.config.trainer) == 1
+    (tmp_path / "init.keras").unlink()
+    resumed = task(2)
+    assert train(resumed, resumed.config.trainer) == 2
+    assert set(evaluate(resumed, resumed.config.trainer, timeout=1)) == {"2"}
+    trained = keras.saving.load_model(tmp_path / "run" / FINAL_MODEL)
+    # A zero learning rate: the backbone is still the initial weights after the resume.
+    layer = "exit_flow.block2.unit_1.xception_module.separable_conv3_pointwise"
+    np.testing.assert_array_equal(trained.get_layer(layer).weights[0].numpy(),
+                                  source.get_layer(layer).weights[0].numpy())
