@@ -72,13 +72,20 @@ class TrainerConfig:
         raise UserError("set train_steps or train_epochs to a positive value")
 
     def validate(self):
+        """Checks across fields, when the config loads and again when training starts."""
         if self.strategy not in STRATEGIES:
             raise UserError(f"strategy: {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
         if self.learning_rate.name not in SCHEDULES:
             raise UserError(
                 f"learning_rate.name: {self.learning_rate.name!r} is not one of {', '.join(SCHEDULES)}")
-        if self.batch_size_per_replica <= 0:
-            raise UserError("batch_size_per_replica must be positive")
-        if self.checkpoint_every <= 0 or self.summary_every <= 0:
-            raise UserError("checkpoint_every and summary_every must be positive")
+        for name in ("batch_size_per_replica", "checkpoint_every", "summary_every",
+                     "keep_checkpoints"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("train_steps", "train_epochs", "examples_per_epoch", "checkpoint_every_seconds"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.learning_rate.name == "exponential" and self.examples_per_epoch <= 0:
+            raise UserError("learning_rate.name: exponential decays every decay_epochs epochs; "
+                            "set examples_per_epoch (the training set's size)")
         return self

@@ -242,6 +242,15 @@ def train(task, config):
             if lagging:
                 report(lagging[0], float(lagging[1].fetch()), 0.0)
         save()
+    except KeyboardInterrupt:
+        # Synchronous workers save together, so only their step's own end could; the
+        # chief of any other strategy saves what it has. A second Ctrl-C ends the save.
+        if chief and config.strategy != "multi_worker":
+            print(f"\ninterrupted: saving step {state.value(step)} (Ctrl-C again to skip)",
+                  flush=True)
+            save()
+            print(f"saved {manager.latest_checkpoint}; the same command resumes from it", flush=True)
+        raise
     except Exception as e:
         lost = asynchronous and lost_parameter_server(e, config.model_dir)
         if not lost:
