@@ -34,7 +34,8 @@ class SegmentationTask:
                 multi_grid=model_config.multi_grid, depthwise_layout=model_config.depthwise_layout,
                 atrous_rates=model_config.atrous_rates, separable=model_config.separable,
                 decoder=model_config.decoder, dropout=model_config.dropout,
-                batch_norm_momentum=model_config.batch_norm_momentum)
+                batch_norm_momentum=model_config.batch_norm_momentum,
+                dtype=self.config.trainer.precision)
         except ValueError as e:
             raise UserError(f"model: {str(e).splitlines()[0]}") from None
         configure_batch_norms(model, trainable=model_config.fine_tune_batch_norm)

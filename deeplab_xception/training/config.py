@@ -15,6 +15,7 @@ from deeplab_xception.errors import UserError
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "parameter_server")
 SCHEDULES = ("exponential", "poly", "constant")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclasses.dataclass
@@ -57,6 +58,7 @@ class TrainerConfig:
     strategy: str = "default"
     init_checkpoint: str = ""             # warm start from what load_model opens, layer by layer by name
     synchronized_batch_norm: bool = True  # for the synchronous multi-replica strategies
+    precision: str = "float32"            # or mixed_bfloat16 / mixed_float16: the model's dtype policy
     seed: int = 0
 
     def steps_per_epoch(self, replicas_in_sync=1):
@@ -78,6 +80,8 @@ class TrainerConfig:
         if self.learning_rate.name not in SCHEDULES:
             raise UserError(
                 f"learning_rate.name: {self.learning_rate.name!r} is not one of {', '.join(SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         for name in ("batch_size_per_replica", "checkpoint_every", "summary_every",
                      "keep_checkpoints"):
             if getattr(self, name) <= 0:
