@@ -2,8 +2,10 @@
 
 Each point is a local parameter-server cluster (1 chief, N workers, 1 PS)
 running the shipped pretrain_tiny.yaml; throughput is the median of the chief's
-`images_per_second` summaries after the first (which includes tracing). It
-also records the parameter bytes of the paper's xception_65 classifier, from
+`images_per_second` summaries after the first (which includes tracing); the
+scheduling gap is the time the chief's loop waited to read summaries' losses,
+per 100 steps (its `summary_wait_seconds`). It also records the parameter bytes
+of the paper's xception_65 classifier, from
 which docs/pretraining.md derives the PS capacity of the 50-worker job.
 
     python benchmarks/pretrain_scaling.py --workers 1 2 3 --steps 60
@@ -27,13 +29,13 @@ from pretrain import synthetic
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def images_per_second(model_dir):
+def summaries(model_dir, tag):
     values = []
     for path in sorted(glob.glob(os.path.join(model_dir, "train", "events*"))):
         for event in tf.compat.v1.train.summary_iterator(path):
             values += [float(tf.make_ndarray(v.tensor)) for v in event.summary.value
-                       if v.tag == "images_per_second"]
-    return statistics.median(values[1:])
+                       if v.tag == tag]
+    return values
 
 
 def run_point(workers, steps, batch, image_size, shapes, root):
@@ -49,7 +51,10 @@ def run_point(workers, steps, batch, image_size, shapes, root):
     with LocalCluster(command, cluster_layout(workers, 1), env=env) as job:
         if job.wait() != 0:
             raise SystemExit(f"the {workers}-worker run failed")
-    return images_per_second(model_dir)
+    interval = max(steps // 6, 1)
+    waits = summaries(model_dir, "summary_wait_seconds")[1:-1]  # not tracing, not the final join
+    return (statistics.median(summaries(model_dir, "images_per_second")[1:]),
+            sum(waits) / (len(waits) * interval) * 100)
 
 
 def main():
@@ -75,18 +80,20 @@ def main():
         shapes = synthetic.write_tfrecords(os.path.join(root, "data"), train_images=256,
                                            eval_images=16, image_size=args.image_size)
         for workers in args.workers:
-            total = run_point(workers, args.steps, args.batch, args.image_size, shapes, root)
+            total, waits = run_point(workers, args.steps, args.batch, args.image_size, shapes, root)
             results["points"].append({"workers": workers, "images_per_second": total,
-                                      "per_worker": total / workers})
+                                      "per_worker": total / workers,
+                                      "summary_wait_seconds_per_100_steps": waits})
             print(json.dumps(results["points"][-1]), flush=True)
     base = results["points"][0]["per_worker"]
     for point in results["points"]:
         point["scaling_efficiency"] = point["per_worker"] / base
     write_json(args.out, results, indent=1)
-    print(f"\n{'workers':>7} {'images/s':>9} {'per worker':>10} {'efficiency':>10}")
+    print(f"\n{'workers':>7} {'images/s':>9} {'per worker':>10} {'efficiency':>10} {'wait/100':>8}")
     for point in results["points"]:
         print(f"{point['workers']:>7} {point['images_per_second']:>9.1f} {point['per_worker']:>10.1f} "
-              f"{point['scaling_efficiency']:>10.2f}")
+              f"{point['scaling_efficiency']:>10.2f} "
+              f"{point['summary_wait_seconds_per_100_steps']:>8.2f}")
     print(f"wrote {args.out}")
 
 

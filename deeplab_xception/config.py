@@ -55,8 +55,10 @@ def _coerce(hint, value, key, source):
         if not isinstance(value, (list, tuple)):
             value = [value]
         args = typing.get_args(hint)
-        item = args[0] if args else typing.Any
-        return tuple(_coerce(item, v, key, source) for v in value)
+        if args and args[-1] is not Ellipsis and len(value) != len(args):
+            raise UserError(f"{source}: {key} must be a list of {len(args)} values, got {value!r}")
+        items = args if args and args[-1] is not Ellipsis else [args[0] if args else typing.Any] * len(value)
+        return tuple(_coerce(item, v, key, source) for item, v in zip(items, value))
     if origin is typing.Union:
         for arg in typing.get_args(hint):
             if arg is type(None):
@@ -64,6 +66,9 @@ def _coerce(hint, value, key, source):
             return _coerce(arg, value, key, source)
     try:
         if hint is bool and isinstance(value, str):
+            raise ValueError
+        if hint is int and (isinstance(value, bool) or (isinstance(value, float)
+                                                        and not value.is_integer())):
             raise ValueError
         return hint(value) if hint in (int, float, str, bool) else value
     except (TypeError, ValueError):
@@ -109,7 +114,23 @@ def load_config(cls, path=None, overrides=()):
             raise UserError(f"override {item!r}: expected key=value")
         key, raw = item.split("=", 1)
         _set(data, key.strip(), yaml.safe_load(raw), f"override {item!r}")
-    return _build(cls, data, "", source)
+    config = _build(cls, data, "", source)
+    _validate(config, source)
+    return config
+
+
+def _validate(config, source, where=""):
+    """Runs every section's `validate()` (checks across its fields), outermost first;
+    its messages start with a field name, which gets the section's path."""
+    try:
+        if hasattr(config, "validate"):
+            config.validate()
+    except UserError as e:
+        raise UserError(f"{source}: {where}{e}") from None
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            _validate(value, source, f"{where}{field.name}.")
 
 
 def to_dict(config):

@@ -19,3 +19,11 @@ class ArgumentError(UserError):
     def for_flags(self, flags):
         """The same error naming the command-line flag `flags[argument]` instead."""
         return UserError(f"{flags.get(self.argument, self.argument)}: {self.message}")
+
+
+class ClusterLost(Exception):
+    """A task whose state cannot be rebuilt (a parameter server) is gone; the job must restart
+    from its last checkpoint. The CLI prints the message and exits with `EXIT_STATUS`, which
+    is in the 128-255 range that Kubernetes job controllers treat as retryable."""
+
+    EXIT_STATUS = 175

@@ -26,7 +26,8 @@ class ClassificationTask:
         return build_model("classifier", backbone=model.backbone, num_classes=model.num_classes,
                            depthwise_layout=model.depthwise_layout, dropout=model.dropout,
                            activation=None, input_shape=(size, size, 3),
-                           batch_norm_momentum=model.batch_norm_momentum)
+                           batch_norm_momentum=model.batch_norm_momentum,
+                           dtype=self.config.trainer.precision)
 
     def train_dataset(self, input_context, batch_size):
         return data.train_dataset(self.config.data, input_context, batch_size)

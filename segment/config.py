@@ -28,8 +28,8 @@ class DataConfig:
     val_split: str = "val"
     tfrecords: str = ""                 # TFRecord shards of train_split; empty: read it directly
     categories: tuple[str, ...] = ()    # COCO only: the categories that become classes 1..K
-    crop_size: tuple[int, ...] = (513, 513)
-    eval_crop_size: tuple[int, ...] = (513, 513)  # in-training evaluation pads to this size
+    crop_size: tuple[int, int] = (513, 513)
+    eval_crop_size: tuple[int, int] = (513, 513)  # in-training evaluation pads to this size
     min_scale: float = 0.5
     max_scale: float = 2.0
     scale_step: float = 0.25

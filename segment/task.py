@@ -8,8 +8,7 @@ from deeplab_xception.errors import UserError
 from deeplab_xception.layers import configure_batch_norms
 from deeplab_xception.models import build_model
 from deeplab_xception.preprocessing import IGNORE_LABEL
-from deeplab_xception.weights import load_model
-from deeplab_xception.weights.transfer import copy_matching_weights
+from deeplab_xception.training import WarmStart
 from segment import augment, pipeline, records
 from segment.datasets import load_dataset
 
@@ -35,29 +34,31 @@ class SegmentationTask:
                 multi_grid=model_config.multi_grid, depthwise_layout=model_config.depthwise_layout,
                 atrous_rates=model_config.atrous_rates, separable=model_config.separable,
                 decoder=model_config.decoder, dropout=model_config.dropout,
-                batch_norm_momentum=model_config.batch_norm_momentum)
+                batch_norm_momentum=model_config.batch_norm_momentum,
+                dtype=self.config.trainer.precision)
         except ValueError as e:
             raise UserError(f"model: {str(e).splitlines()[0]}") from None
-        if self.config.init.weights:
-            self._copy_initial_weights(model)
         configure_batch_norms(model, trainable=model_config.fine_tune_batch_norm)
         return model
 
-    def _copy_initial_weights(self, model):
+    def warm_start(self, model):
         """The backbone must come whole from `init.weights`; the head when it matches;
         the logits only with `init.last_layer` and the same classes."""
         init = self.config.init
-        source = load_model(init.weights)
-        backbone = [layer.name for layer in model.backbone.layers if layer.weights]
+        if not init.weights:
+            return None
+        backbone = tuple(layer.name for layer in model.backbone.layers if layer.weights)
         if not init.last_layer:
-            return copy_matching_weights(model, source, init.weights, required=backbone, skip={LOGITS})
-        if LOGITS not in {layer.name for layer in source.layers}:
-            raise UserError(f"{init.weights}: has no {LOGITS} layer to copy (init.last_layer)")
-        if source.num_classes != model.num_classes:
-            raise UserError(f"{init.weights}: the checkpoint has {source.num_classes} classes but "
-                            f"the class list has {model.num_classes}; set init.last_layer=false "
-                            "to start the logits afresh")
-        return copy_matching_weights(model, source, init.weights, required=[*backbone, LOGITS])
+            return WarmStart(init.weights, required=backbone, skip=(LOGITS,))
+
+        def check(source):
+            if LOGITS not in {layer.name for layer in source.layers}:
+                raise UserError(f"{init.weights}: has no {LOGITS} layer to copy (init.last_layer)")
+            if source.num_classes != model.num_classes:
+                raise UserError(f"{init.weights}: the checkpoint has {source.num_classes} classes "
+                                f"but the class list has {model.num_classes}; set "
+                                "init.last_layer=false to start the logits afresh")
+        return WarmStart(init.weights, required=(*backbone, LOGITS), check=check)
 
     def train_dataset(self, input_context, batch_size):
         data = self.config.data

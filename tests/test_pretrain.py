@@ -3,8 +3,11 @@
 import glob
 import json
 import os
+import re
 import signal
+import subprocess
 import sys
+import threading
 import time
 
 import keras
@@ -113,6 +116,63 @@ def test_a_restarted_chief_resumes_from_the_last_checkpoint(shapes, tmp_path):
         assert job.wait(timeout=300) == 0
     assert f"at step {saved}" in (tmp_path / "chief.log").read_text()
     assert final_step(tmp_path) == 30
+
+
+def start_cli(args, env):
+    """The CLI as a subprocess; returns it and a list that fills with its output lines."""
+    process = subprocess.Popen([sys.executable, "-c", "from deeplab_xception.cli import entry_point; "
+                                "entry_point()", *args], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines = []
+    threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
+    return process, lines
+
+
+@pytest.mark.slow
+def test_a_lost_parameter_server_restarts_the_local_cluster_which_ends_at_the_exact_step(
+        shapes, tmp_path):
+    """SIGKILL the PS after the first checkpoint: the chief names it, the launcher restarts."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
+    args = ["pretrain", "--config", str(TINY), "--local-cluster", "workers=1,ps=1",
+            "--timeout", "240", "trainer.strategy=parameter_server", "trainer.batch_size_per_replica=4",
+            *overrides(shapes, tmp_path, "trainer.train_steps=20", "trainer.checkpoint_every=5")]
+    process, lines = start_cli(args, env)
+    try:
+        deadline = time.time() + 240
+        while not tf.train.latest_checkpoint(str(tmp_path)):
+            assert process.poll() is None and time.time() < deadline, "".join(lines)[-3000:]
+            time.sleep(0.2)
+        ps = next(int(m.group(1)) for m in map(re.compile(r"started ps/0 \(pid (\d+)").search, lines) if m)
+        os.kill(ps, signal.SIGKILL)
+        assert process.wait(timeout=300) == 0, "".join(lines)[-3000:]
+    finally:
+        process.kill()
+    log = "".join(lines)
+    saved = re.search(r"ps/0 at 127\.0\.0\.1:\d+ is gone; resume from checkpoint ckpt-(\d+)", log)
+    assert saved, log[-3000:]
+    assert "restarting the cluster from its last checkpoint (1 of 3 restarts)" in log
+    assert f"at step {saved.group(1)}" in log
+    assert final_step(tmp_path) == 20
+    assert (tmp_path / FINAL_MODEL).is_file()
+
+
+@pytest.mark.slow
+def test_synchronous_workers_and_their_evaluator_all_exit_after_an_epoch_based_run(shapes, tmp_path):
+    """Two replicas in sync: an epoch of 32 examples at 4 per replica is 4 steps, not 8;
+    the evaluator stops on the chief's final step instead of waiting for step 8."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
+    args = ["pretrain", "--config", str(TINY), "--local-cluster", "workers=2,evaluator=1",
+            "--timeout", "240", "trainer.strategy=multi_worker", "trainer.batch_size_per_replica=4",
+            *overrides(shapes, tmp_path, "trainer.train_epochs=1", "trainer.train_steps=0",
+                       "trainer.examples_per_epoch=32", "trainer.checkpoint_every=2")]
+    process, lines = start_cli(args, env)
+    try:
+        assert process.wait(timeout=300) == 0, "".join(lines)[-3000:]
+    finally:
+        process.kill()
+    assert final_step(tmp_path) == 4
+    assert json.loads((tmp_path / "final_step.json").read_text()) == {"step": 4}
+    assert "4" in json.loads((tmp_path / "eval_results.json").read_text())
 
 
 def write_records(path, feature):

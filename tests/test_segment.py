@@ -15,6 +15,8 @@ from deeplab_xception.errors import UserError
 from deeplab_xception.inference import Segmenter
 from deeplab_xception.preprocessing import IGNORE_LABEL
 from deeplab_xception.io import write_image
+from deeplab_xception.training.trainer import apply_warm_start
+from deeplab_xception.weights.transfer import load_matching_weights
 from segment.config import SegmentConfig
 from segment.datasets import load_dataset
 from segment.evaluate import evaluate
@@ -101,6 +103,7 @@ def test_finetuning_from_a_pretrained_classifier(shapes, tmp_path):
     init = [f"init.weights={path}"]
     task = SegmentationTask(load_config(SegmentConfig, TINY, [f"data.root={shapes}", *init]))
     started = task.build_model()
+    apply_warm_start(started, task.warm_start(started))
     for name in ("entry_flow.conv1_1", "middle_flow.block1.unit_2.xception_module.separable_conv3_pointwise",
                  "exit_flow.block2.unit_1.xception_module.separable_conv3_pointwise.BatchNorm"):
         for ours, theirs in zip(started.get_layer(name).weights, classifier.get_layer(name).weights):
@@ -111,8 +114,10 @@ def test_finetuning_from_a_pretrained_classifier(shapes, tmp_path):
     assert report["mean_iou"] > 0.6, report
 
     with pytest.raises(UserError, match="has no logits.semantic layer"):
-        SegmentationTask(load_config(SegmentConfig, TINY, [
-            f"data.root={shapes}", *init, "init.last_layer=true"])).build_model()
+        task = SegmentationTask(load_config(SegmentConfig, TINY, [
+            f"data.root={shapes}", *init, "init.last_layer=true"]))
+        fresh = task.build_model()
+        apply_warm_start(fresh, task.warm_start(fresh))
 
 
 def _numpy_confusion(model, dataset, output_stride, scales, flip):
@@ -229,3 +234,17 @@ def test_configs_follow_the_papers_recipe(name, crop, learning_rate, steps):
     assert trainer.learning_rate.initial == learning_rate and trainer.total_steps() == steps
     assert trainer.optimizer.momentum == 0.9 and trainer.weight_decay == 4e-5
     assert config.model.fine_tune_batch_norm and trainer.batch_size_per_replica >= 12
+
+
+@pytest.mark.slow
+def test_mixed_bfloat16_finetuning_learns_the_shapes_as_float32_does(shapes, scratch_model, tmp_path):
+    """bf16 compute, float32 variables; the trained weights run in a float32 model."""
+    mixed = _finetune(shapes, str(tmp_path / "bf16"), "trainer.precision=mixed_bfloat16")
+    assert mixed.get_layer("entry_flow.conv1_1").dtype_policy.name == "mixed_bfloat16"
+    assert {w.dtype for w in mixed.weights} == {"float32"}
+    as_float32 = SegmentationTask(load_config(SegmentConfig, TINY, [f"data.root={shapes}"])).build_model()
+    load_matching_weights(as_float32, str(tmp_path / "bf16" / "model.keras"))
+    val = load_dataset("generic", shapes, "val")
+    ours, reference = evaluate(as_float32, val)[0], evaluate(scratch_model, val)[0]
+    assert ours["mean_iou"] > 0.6 and abs(ours["mean_iou"] - reference["mean_iou"]) < 0.15, (
+        ours, reference)

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -14,7 +15,9 @@ import tensorflow as tf
 from deeplab_xception import build_model
 from deeplab_xception.errors import UserError
 from deeplab_xception.training import FINAL_MODEL, ScheduleConfig, TrainerConfig, cluster, launcher, train
+from deeplab_xception.training.evaluator import evaluate
 from deeplab_xception.training.optimization import decayed_kernels, learning_rate, weight_decay
+from deeplab_xception.weights.transfer import copy_matching_weights
 
 from conftest import REPO
 from helpers import randomize_weights
@@ -55,13 +58,25 @@ def test_weight_decay_is_slim_l2_on_conv_and_pointwise_kernels_only():
 
 @pytest.mark.parametrize("value, message", [
     ("{not json", "not valid JSON"),
-    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "driver", "index": 0}}', "task type 'driver'"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "driver", "index": 0}}',
+     '"task"."type" \'driver\' is not one of'),
     ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}', "no worker task 3"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": "0"}}',
+     '"task"."index" must be an integer >= 0, got \'0\''),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": -1}}',
+     '"task"."index" must be an integer >= 0, got -1'),
+    ('{"cluster": [["a:1"]], "task": {"type": "worker", "index": 0}}',
+     '"cluster" must map job names to address lists'),
+    ('{"cluster": {"worker": "a:1"}, "task": {"type": "worker", "index": 0}}',
+     '"cluster"."worker" must be a list of "host:port" strings'),
+    ('{"cluster": {"worker": ["a:1"]}, "task": ["worker", 0]}', '"task" must be'),
+    ('[1, 2]', "expected {"),
 ])
 def test_bad_tf_config_is_a_one_line_user_error(monkeypatch, value, message):
     monkeypatch.setenv("TF_CONFIG", value)
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(UserError, match=re.escape(message)) as error:
         cluster.role()
+    assert "\n" not in str(error.value)
 
 
 def test_roles_come_from_tf_config(monkeypatch):
@@ -83,6 +98,25 @@ def test_local_cluster_spec_and_layout():
     addresses = sum(layout.values(), [])
     assert len(set(addresses)) == 4 and all(a.startswith("127.0.0.1:") for a in addresses)
     assert set(launcher.cluster_layout(workers=3, ps=0)) == {"worker"}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["trainer.train_steps=1000.7"], "trainer.train_steps must be int, got 1000.7"),
+    (["data.crop_size=65"], "data.crop_size must be a list of 2 values, got [65]"),
+    (["data.eval_crop_size=[65, 65, 3]"], "data.eval_crop_size must be a list of 2 values"),
+    (["trainer.batch_size_per_replica=0"], "trainer.batch_size_per_replica must be positive, got 0"),
+    (["trainer.train_steps=-5"], "trainer.train_steps must be 0 or more, got -5"),
+    (["trainer.learning_rate.name=exponential"],
+     "trainer.learning_rate.name: exponential decays every decay_epochs epochs; set examples_per_epoch"),
+])
+def test_config_values_are_checked_when_the_config_loads(overrides, message):
+    from deeplab_xception.config import load_config
+    from segment.config import SegmentConfig
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_config(SegmentConfig, "segment_tiny.yaml", overrides)
+    assert load_config(SegmentConfig, "segment_tiny.yaml",
+                       ["trainer.train_steps=1000.0"]).trainer.train_steps == 1000
 
 
 def test_unknown_trainer_key_is_rejected():
@@ -165,3 +199,77 @@ def test_init_checkpoint_warm_starts_the_run_by_layer_name(tmp_path):
     with pytest.raises(UserError, match="missing.keras: no such file"):
         train(task, config)
     assert not (tmp_path / "run2" / FINAL_MODEL).exists()
+
+
+def test_the_copier_refuses_weights_trained_with_another_depthwise_layout():
+    """`paper` and `checkpoint` hold the same layers and shapes; only the ReLUs move."""
+    checkpoint_layout = build_model("classifier", backbone="xception_tiny", num_classes=5,
+                                    input_shape=(33, 33, 3))
+    paper = build_model("classifier", backbone="xception_tiny", num_classes=5,
+                        input_shape=(33, 33, 3), depthwise_layout="paper")
+    assert [w.shape for w in paper.weights] == [w.shape for w in checkpoint_layout.weights]
+    before = [w.numpy() for w in checkpoint_layout.weights]
+    with pytest.raises(UserError, match="paper.keras: activations are placed differently .*"
+                                        "separable_conv1_depthwise.relu"):
+        copy_matching_weights(checkpoint_layout, paper, "paper.keras")
+    for value, w in zip(before, checkpoint_layout.weights):
+        np.testing.assert_array_equal(value, w.numpy())
+
+
+@pytest.mark.slow
+def test_resumed_runs_and_evaluators_never_open_the_initial_weights(tmp_path):
+    """init.weights is read once, at the first start; afterwards the file may be gone."""
+    from deeplab_xception.config import load_config
+    from segment.config import SegmentConfig
+    from segment.synthetic import write_synthetic_dataset
+    from segment.task import SegmentationTask
+
+    root = write_synthetic_dataset(str(tmp_path / "shapes"), num_train=8, num_val=2, size=33)
+    source = build_model("deeplab", backbone="xception_tiny", num_classes=4, input_shape=(33, 33, 3))
+    randomize_weights(source, seed=1)
+    source.save(tmp_path / "init.keras")
+
+    def task(steps):
+        return SegmentationTask(load_config(SegmentConfig, "segment_tiny.yaml", [
+            f"data.root={root}", f"trainer.model_dir={tmp_path / 'run'}", "data.crop_size=[33,33]",
+            "data.eval_crop_size=[33,33]", "trainer.batch_size_per_replica=2",
+            f"trainer.train_steps={steps}", f"init.weights={tmp_path / 'init.keras'}",
+            "trainer.learning_rate.name=constant", "trainer.learning_rate.initial=0.0"]))
+
+    first = task(1)
+    assert train(first, first.config.trainer) == 1
+    (tmp_path / "init.keras").unlink()
+    resumed = task(2)
+    assert train(resumed, resumed.config.trainer) == 2
+    assert set(evaluate(resumed, resumed.config.trainer, timeout=1)) == {"2"}
+    trained = keras.saving.load_model(tmp_path / "run" / FINAL_MODEL)
+    # A zero learning rate: the backbone is still the initial weights after the resume.
+    layer = "exit_flow.block2.unit_1.xception_module.separable_conv3_pointwise"
+    np.testing.assert_array_equal(trained.get_layer(layer).weights[0].numpy(),
+                                  source.get_layer(layer).weights[0].numpy())
+
+
+def test_ctrl_c_on_the_chief_saves_a_checkpoint_to_resume_from(tmp_path):
+    import _thread
+    import threading
+    import time
+
+    config = TrainerConfig(model_dir=str(tmp_path), train_steps=100000, batch_size_per_replica=2,
+                           summary_every=1, learning_rate=ScheduleConfig(name="constant"))
+
+    def losses_written():
+        return sum(v.tag == "loss" for path in glob.glob(f"{tmp_path}/train/events*")
+                   for event in tf.compat.v1.train.summary_iterator(path) for v in event.summary.value)
+
+    def interrupt_after_a_few_steps():
+        deadline = time.time() + 120
+        while losses_written() < 3 and time.time() < deadline:  # traced, and stepping
+            time.sleep(0.2)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_after_a_few_steps, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        train(_OneBatchTask(), config)
+    saved = tf.train.load_checkpoint(str(tmp_path)).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")[0]
+    assert 0 < saved < 100000
+    assert not (tmp_path / FINAL_MODEL).exists()

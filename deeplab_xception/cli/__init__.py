@@ -5,7 +5,7 @@ import importlib
 import os
 import sys
 
-from deeplab_xception.errors import UserError
+from deeplab_xception.errors import ClusterLost, UserError
 
 # Subcommand modules under deeplab_xception.cli, in the order `--help` lists them.
 COMMANDS = ("demo", "segment", "classify", "export", "convert", "budget", "pretrain", "finetune", "evaluate",
@@ -25,6 +25,9 @@ def main(argv=None):
     except UserError as e:
         print(f"deeplab-xception {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except ClusterLost as e:
+        print(f"deeplab-xception {args.command}: {e}", file=sys.stderr)
+        return ClusterLost.EXIT_STATUS
     except KeyboardInterrupt:
         print(f"deeplab-xception {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -21,6 +21,13 @@ def register(subparsers):
                         help="run a cluster of processes on this machine (parameter_server: "
                              "workers=N,ps=M; multi_worker: workers=N); add evaluator=1 for the "
                              "sidecar evaluator")
+    parser.add_argument("--restarts", type=int, default=3, metavar="N",
+                        help="with --local-cluster: restart the whole cluster from its last "
+                             "checkpoint at most N times when a parameter server is lost "
+                             "(default: 3)")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="with --local-cluster: stop the cluster, exit status 124, when a run "
+                             "takes longer (default: no limit)")
     parser.add_argument("--role", choices=("train", "evaluator"), default="train",
                         help="evaluator: evaluate each new checkpoint in model_dir (default: train)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
@@ -45,12 +52,16 @@ def run(args):
 
         if os.environ.get("TF_CONFIG"):
             raise UserError("--local-cluster: TF_CONFIG is already set; use one or the other")
-        return launcher.run(_child_command(args), args.local_cluster, config.trainer.strategy)
+        if args.restarts < 0:
+            raise UserError(f"--restarts: must be 0 or more, got {args.restarts}")
+        return launcher.run(_child_command(args), args.local_cluster, config.trainer.strategy,
+                            restarts=args.restarts, timeout=args.timeout)
     if args.role == "evaluator":
         os.environ["TF_CONFIG"] = '{"task": {"type": "evaluator", "index": 0}}'
-    from deeplab_xception.training import train
+    from deeplab_xception.training import prepare, train
     from pretrain.task import ClassificationTask
 
+    prepare(config.trainer)
     train(ClassificationTask(config), config.trainer)
     return 0
 

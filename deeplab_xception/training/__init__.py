@@ -6,5 +6,5 @@ and `TF_CONFIG` choose.
 """
 
 from deeplab_xception.training.config import OptimizerConfig, ScheduleConfig, TrainerConfig
-from deeplab_xception.training.task import Task
-from deeplab_xception.training.trainer import FINAL_MODEL, train
+from deeplab_xception.training.task import Task, WarmStart
+from deeplab_xception.training.trainer import FINAL_MODEL, prepare, train

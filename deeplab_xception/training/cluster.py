@@ -17,7 +17,7 @@ ROLES = ("chief", "worker", "ps", "evaluator")
 
 
 def tf_config():
-    """TF_CONFIG as a dict ({} when unset); a UserError when it does not parse."""
+    """TF_CONFIG as a dict ({} when unset); a UserError naming the first bad field."""
     raw = os.environ.get("TF_CONFIG", "").strip()
     if not raw:
         return {}
@@ -25,15 +25,28 @@ def tf_config():
         config = json.loads(raw)
     except json.JSONDecodeError as e:
         raise UserError(f"TF_CONFIG: not valid JSON ({e.msg} at character {e.pos})") from None
-    if not isinstance(config, dict) or not isinstance(config.get("task", {}), dict):
-        raise UserError("TF_CONFIG: expected {\"cluster\": {...}, \"task\": {\"type\": ..., \"index\": ...}}")
+    if not isinstance(config, dict):
+        raise UserError('TF_CONFIG: expected {"cluster": {...}, "task": {"type": ..., "index": ...}}')
+    jobs = config.get("cluster", {})
+    if not isinstance(jobs, dict):
+        raise UserError(f'TF_CONFIG: "cluster" must map job names to address lists, got {jobs!r}')
+    for job, addresses in jobs.items():
+        if not (isinstance(addresses, list) and all(
+                isinstance(a, str) and a.rpartition(":")[2].isdigit() for a in addresses)):
+            raise UserError(f'TF_CONFIG: "cluster"."{job}" must be a list of "host:port" strings, '
+                            f"got {addresses!r}")
     task = config.get("task", {})
+    if not isinstance(task, dict):
+        raise UserError(f'TF_CONFIG: "task" must be {{"type": ..., "index": ...}}, got {task!r}')
     if task:
         if task.get("type") not in ROLES:
-            raise UserError(f"TF_CONFIG: task type {task.get('type')!r} is not one of {', '.join(ROLES)}")
-        jobs = config.get("cluster", {})
-        if task["type"] != "evaluator" and task.get("index", 0) >= len(jobs.get(task["type"], [])):
-            raise UserError(f"TF_CONFIG: the cluster has no {task['type']} task {task.get('index', 0)}")
+            raise UserError(f'TF_CONFIG: "task"."type" {task.get("type")!r} is not one of '
+                            f"{', '.join(ROLES)}")
+        index = task.get("index", 0)
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise UserError(f'TF_CONFIG: "task"."index" must be an integer >= 0, got {index!r}')
+        if task["type"] != "evaluator" and index >= len(jobs.get(task["type"], [])):
+            raise UserError(f'TF_CONFIG: "task": the cluster has no {task["type"]} task {index}')
     return config
 
 

@@ -15,6 +15,7 @@ from deeplab_xception.errors import UserError
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "parameter_server")
 SCHEDULES = ("exponential", "poly", "constant")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclasses.dataclass
@@ -51,11 +52,13 @@ class TrainerConfig:
     learning_rate: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
     weight_decay: float = 4e-5            # slim L2: scale * sum(w^2) / 2 on conv/dense kernels
     checkpoint_every: int = 1000          # steps
+    checkpoint_every_seconds: float = 0.0 # also save when this much time passed (0: off)
     keep_checkpoints: int = 5
     summary_every: int = 100              # steps
     strategy: str = "default"
     init_checkpoint: str = ""             # warm start from what load_model opens, layer by layer by name
     synchronized_batch_norm: bool = True  # for the synchronous multi-replica strategies
+    precision: str = "float32"            # or mixed_bfloat16 / mixed_float16: the model's dtype policy
     seed: int = 0
 
     def steps_per_epoch(self, replicas_in_sync=1):
@@ -71,13 +74,22 @@ class TrainerConfig:
         raise UserError("set train_steps or train_epochs to a positive value")
 
     def validate(self):
+        """Checks across fields, when the config loads and again when training starts."""
         if self.strategy not in STRATEGIES:
             raise UserError(f"strategy: {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
         if self.learning_rate.name not in SCHEDULES:
             raise UserError(
                 f"learning_rate.name: {self.learning_rate.name!r} is not one of {', '.join(SCHEDULES)}")
-        if self.batch_size_per_replica <= 0:
-            raise UserError("batch_size_per_replica must be positive")
-        if self.checkpoint_every <= 0 or self.summary_every <= 0:
-            raise UserError("checkpoint_every and summary_every must be positive")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        for name in ("batch_size_per_replica", "checkpoint_every", "summary_every",
+                     "keep_checkpoints"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("train_steps", "train_epochs", "examples_per_epoch", "checkpoint_every_seconds"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.learning_rate.name == "exponential" and self.examples_per_epoch <= 0:
+            raise UserError("learning_rate.name: exponential decays every decay_epochs epochs; "
+                            "set examples_per_epoch (the training set's size)")
         return self

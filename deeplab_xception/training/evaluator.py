@@ -11,6 +11,20 @@ from deeplab_xception.training import state
 from deeplab_xception.training.config import TrainerConfig
 
 RESULTS = "eval_results.json"
+# Written atomically by the chief once the last checkpoint is saved: {"step": final step}.
+# The evaluator stops on it, so it never redoes the step arithmetic of a strategy it
+# does not run (replicas in sync, epochs).
+FINAL_STEP = "final_step.json"
+POLL_SECONDS = 2
+
+
+def final_step(model_dir):
+    """The step the chief ended at, or None while it trains."""
+    try:
+        with open(os.path.join(model_dir, FINAL_STEP)) as f:
+            return int(json.load(f)["step"])
+    except FileNotFoundError:
+        return None
 
 
 def evaluate_checkpoint(task, model, batch_size):
@@ -27,7 +41,7 @@ def evaluate_checkpoint(task, model, batch_size):
 
 
 def evaluate(task, config: TrainerConfig, timeout=None):
-    """Waits for checkpoints in model_dir and evaluates each, until the last step's.
+    """Waits for checkpoints in model_dir and evaluates each, until the chief's final one.
 
     Writes the metrics as summaries under `<model_dir>/eval` and, per step, to
     `<model_dir>/eval_results.json`; returns that dict keyed by step.
@@ -35,7 +49,6 @@ def evaluate(task, config: TrainerConfig, timeout=None):
     """
     if not hasattr(task, "eval_dataset") or not hasattr(task, "metrics"):
         raise UserError("the evaluator needs a task with eval_dataset and metrics")
-    total_steps = config.total_steps()
     model = task.build_model()
     step = state.step_variable()
     checkpoint = tf.train.Checkpoint(model=model, step=step)
@@ -45,7 +58,21 @@ def evaluate(task, config: TrainerConfig, timeout=None):
     if os.path.isfile(results_path):
         with open(results_path) as f:
             results = json.load(f)
-    for path in tf.train.checkpoints_iterator(config.model_dir, timeout=timeout):
+    evaluated, idle = -1, 0.0
+
+    def done():
+        last = final_step(config.model_dir)
+        return last is not None and evaluated >= last
+
+    def stop_waiting():
+        """Called after every POLL_SECONDS without a new checkpoint."""
+        nonlocal idle
+        idle += POLL_SECONDS
+        return done() or (timeout is not None and idle >= timeout)
+
+    for path in tf.train.checkpoints_iterator(config.model_dir, timeout=POLL_SECONDS,
+                                              timeout_fn=stop_waiting):
+        idle = 0.0
         checkpoint.restore(path).expect_partial()
         current = state.value(step)
         values, images = evaluate_checkpoint(task, model, config.batch_size_per_replica)
@@ -58,6 +85,7 @@ def evaluate(task, config: TrainerConfig, timeout=None):
         results[str(current)] = values
         write_json(results_path, results, indent=1)
         print(f"step {current}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()), flush=True)
-        if current >= total_steps:
+        evaluated = current
+        if done():
             break
     return results

@@ -2,7 +2,10 @@
 
 Each process runs the same command with its own TF_CONFIG, exactly as on a
 real cluster; the launcher waits for the training processes and stops the
-servers when they are done, on an error, or on Ctrl-C.
+servers when they are done, on an error, or on Ctrl-C. When the chief reports
+a lost parameter server (exit status `ClusterLost.EXIT_STATUS`) the whole
+cluster restarts, as a job controller would, and resumes from the last
+checkpoint.
 """
 
 import json
@@ -10,13 +13,16 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import time
 
-from deeplab_xception.errors import UserError
+from deeplab_xception.errors import ClusterLost, UserError
 
 # Fewer inter-op threads than a PS cluster's concurrent RPCs need deadlocks
 # small machines: TF sizes the pool from the core count.
 MIN_INTEROP_THREADS = 4
 SPEC_KEYS = ("workers", "ps", "evaluator")
+TIMED_OUT = 124  # the exit status of timeout(1)
 
 
 def parse_spec(text):
@@ -67,7 +73,10 @@ class LocalCluster:
         for job, index in [task] if task else self.tasks:
             env = dict(self.env, TF_CONFIG=json.dumps(
                 {"cluster": self.layout, "task": {"type": job, "index": index}}))
-            self.processes[job, index] = subprocess.Popen(self.command, env=env, **popen_kwargs)
+            process = subprocess.Popen(self.command, env=env, **popen_kwargs)
+            self.processes[job, index] = process
+            address = self.layout[job][index] if job in self.layout else "no server"
+            print(f"started {job}/{index} (pid {process.pid}, {address})", flush=True)
         return self
 
     def trainers(self):
@@ -76,12 +85,30 @@ class LocalCluster:
         return done + [t for t in self.tasks if t[0] == "evaluator"]
 
     def wait(self, timeout=None):
-        """Exit status of the job: the first failing trainer's, else 0."""
-        for task in self.trainers():
-            code = self.processes[task].wait(timeout)
-            if code:
-                return code
+        """Exit status of the job: the first failing trainer's, else 0; TIMED_OUT after
+        `timeout` seconds, with a line naming the processes still running."""
+        deadline = None if timeout is None else time.time() + timeout
+        pending = self.trainers()
+        while pending:
+            for task in list(pending):
+                code = self.processes[task].poll()
+                if code:
+                    return code
+                if code == 0:
+                    pending.remove(task)
+                    if pending and all(job == "evaluator" for job, _ in pending):
+                        print(f"training done; waiting for {self._names(pending)} to evaluate "
+                              "the last checkpoint", flush=True)
+            if pending and deadline is not None and time.time() > deadline:
+                print(f"--local-cluster: timed out after {timeout:g} s waiting for "
+                      f"{self._names(pending)}", file=sys.stderr, flush=True)
+                return TIMED_OUT
+            time.sleep(0.2)
         return 0
+
+    def _names(self, tasks):
+        return ", ".join(f"{job}/{index} (pid {self.processes[job, index].pid})"
+                         for job, index in tasks)
 
     def stop(self):
         for process in self.processes.values():
@@ -101,8 +128,12 @@ class LocalCluster:
         self.stop()
 
 
-def run(command, spec_text, strategy):
-    """Runs `command` as a local cluster for `strategy`; returns the job's exit status."""
+def run(command, spec_text, strategy, restarts=3, timeout=None):
+    """Runs `command` as a local cluster for `strategy`; returns the job's exit status.
+
+    A lost parameter server restarts the whole cluster, at most `restarts`
+    times; `timeout` (seconds) bounds each attempt.
+    """
     spec = parse_spec(spec_text)
     if strategy == "parameter_server" and spec["ps"] < 1:
         raise UserError("--local-cluster: the parameter_server strategy needs ps=M with M >= 1")
@@ -111,5 +142,12 @@ def run(command, spec_text, strategy):
     if strategy not in ("parameter_server", "multi_worker"):
         raise UserError(f"--local-cluster: needs strategy parameter_server or multi_worker, "
                         f"not {strategy}")
-    with LocalCluster(command, cluster_layout(spec["workers"], spec["ps"]), spec["evaluator"]) as job:
-        return job.wait()
+    for attempt in range(restarts + 1):
+        with LocalCluster(command, cluster_layout(spec["workers"], spec["ps"]),
+                          spec["evaluator"]) as job:
+            code = job.wait(timeout)
+        if code != ClusterLost.EXIT_STATUS or attempt == restarts:
+            return code
+        print(f"restarting the cluster from its last checkpoint ({attempt + 1} of {restarts} "
+              "restarts)", flush=True)
+    return code

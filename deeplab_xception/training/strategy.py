@@ -5,12 +5,24 @@ import tensorflow as tf
 from deeplab_xception.errors import UserError
 from deeplab_xception.training import cluster
 
+_made = {}
 
 
 def make_strategy(config):
-    """default: this process's one device; mirrored: its local devices, synchronously;
+    """This process's strategy for `config.strategy`, made once.
+
+    Call it before anything else runs TensorFlow ops when the strategy is
+    multi_worker: collectives can only be configured at start-up.
+
+    default: this process's one device; mirrored: its local devices, synchronously;
     multi_worker: every worker in TF_CONFIG, synchronously; parameter_server:
     asynchronous updates on variables held by the PS tasks, this process coordinating."""
+    if config.strategy not in _made:
+        _made[config.strategy] = _new_strategy(config)
+    return _made[config.strategy]
+
+
+def _new_strategy(config):
     if config.strategy == "default":
         return tf.distribute.get_strategy()
     if config.strategy == "mirrored":

@@ -16,7 +16,8 @@ shuffle its file order with an unseeded shuffle: asynchronous workers then read
 the data in independent orders.
 """
 
-from typing import Optional, Protocol, runtime_checkable
+import dataclasses
+from typing import Callable, Optional, Protocol, runtime_checkable
 
 import keras
 import tensorflow as tf
@@ -33,8 +34,9 @@ class Task(Protocol):
     def build_model(self) -> keras.Model:
         """A fresh, untrained Keras 3 model; the trainer calls it inside the strategy scope.
 
-        Where the starting weights come from is the trainer's business
-        (resume, then `init_checkpoint`, then this random initialization).
+        It must not load weights: where the starting weights come from is the
+        trainer's business (resume, then `warm_start` or `init_checkpoint`,
+        then this random initialization), and evaluators build it too.
         """
 
     def train_dataset(self, input_context: tf.distribute.InputContext,
@@ -57,8 +59,25 @@ class Task(Protocol):
         """
 
 
+@dataclasses.dataclass(frozen=True)
+class WarmStart:
+    """Starting weights of a run that has no checkpoint yet, copied by layer name."""
+    source: str                          # anything `weights.load_model` opens
+    required: tuple = ()                 # layers the source must hold, with the same shapes
+    skip: tuple = ()                     # layers never copied (a new head's logits)
+    check: Optional[Callable] = None     # check(source model): a UserError when it cannot serve
+
+
 class OptionalTaskMethods(Protocol):
     """Methods a task may add; the trainer and the evaluator use them when present."""
+
+    def warm_start(self, model: keras.Model) -> Optional[WarmStart]:
+        """Where `model` (fresh from `build_model`) takes its starting weights, or None.
+
+        The trainer opens the source only when no checkpoint exists, once per
+        process that holds the model (the chief, or every synchronous worker),
+        and never in an evaluator.
+        """
 
     def eval_dataset(self, batch_size: int) -> tf.data.Dataset:
         """A finite dataset of (features, labels) batches for the evaluator: one pass, in order."""

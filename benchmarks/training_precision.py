@@ -1,0 +1,88 @@
+"""Seconds per training step of the package's loop in each `trainer.precision`, as JSON.
+
+For the pretraining and the segmentation configs (as in training_overhead.py:
+the application's own task, its data one random batch held in memory), runs
+`train()` once per precision, in the order given, `--rounds` times over, so
+drifts in machine load fall on every precision alike. A step's time is the
+difference between the wall times of consecutive `loss` summaries; the first
+`--warmup` steps (tracing) are dropped. Reports the median per precision and
+its ratio to float32.
+
+    python benchmarks/training_precision.py --rounds 2 --warmup 2 --steps 4
+"""
+
+import argparse
+import contextlib
+import io
+import os
+import platform
+import statistics
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from deeplab_xception.io import write_json
+from deeplab_xception.training import TrainerConfig, train
+from deeplab_xception.training.config import PRECISIONS
+
+from training_overhead import DEFAULTS, InMemoryTask, loop_step_times, make_batch, make_task
+
+
+def step_times(kind, backbone, size, batch, precision, warmup, steps):
+    task, defaults = make_task(kind, backbone, size)
+    task.config.trainer.precision = precision
+    with tempfile.TemporaryDirectory(prefix="precision-") as model_dir:
+        config = TrainerConfig(
+            model_dir=model_dir, train_steps=warmup + steps, batch_size_per_replica=batch,
+            optimizer=defaults.optimizer, learning_rate=defaults.learning_rate,
+            examples_per_epoch=defaults.examples_per_epoch or 1281167,
+            weight_decay=defaults.weight_decay, summary_every=1, checkpoint_every=warmup + steps,
+            keep_checkpoints=1, precision=precision)
+        with contextlib.redirect_stdout(io.StringIO()):  # the progress bar
+            train(InMemoryTask(task, make_batch(kind, size, batch)), config)
+        walls, _ = loop_step_times(model_dir)
+    return [walls[s] for s in sorted(walls) if s > warmup]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", nargs="+", choices=sorted(DEFAULTS), default=["pretrain", "segment"])
+    parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    parser.add_argument("--backbone", default="xception_65")
+    parser.add_argument("--pretrain-batch", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                      "results", "training_precision.json"))
+    args = parser.parse_args()
+    results = []
+    for kind in args.config:
+        _, size, batch = DEFAULTS[kind]
+        batch = args.pretrain_batch if kind == "pretrain" else batch
+        times = {p: [] for p in args.precision}
+        for _ in range(args.rounds):
+            for precision in args.precision:
+                times[precision] += step_times(kind, args.backbone, size, batch, precision,
+                                               args.warmup, args.steps)
+                print(f"[{kind}] {precision}: {statistics.median(times[precision]):.3f} s/step",
+                      flush=True)
+        medians = {p: statistics.median(t) for p, t in times.items()}
+        results.append({"config": kind, "backbone": args.backbone, "image_size": size,
+                        "batch": batch, "median_s": medians, "all_s": times,
+                        "ratio_to_float32": {p: m / medians["float32"] for p, m in medians.items()}
+                        if "float32" in medians else None})
+    print(f"\n{'config':<9} {'precision':<15} {'s/step':>7} {'img/s':>7} {'vs float32':>10}")
+    for r in results:
+        for p, m in r["median_s"].items():
+            ratio = r["ratio_to_float32"][p] if r["ratio_to_float32"] else float("nan")
+            print(f"{r['config']:<9} {p:<15} {m:>7.3f} {r['batch'] / m:>7.2f} {ratio:>10.2f}")
+    write_json(args.out, {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+                          "tensorflow": tf.__version__, "keras": keras.__version__,
+                          "results": results})
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
