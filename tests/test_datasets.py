@@ -11,9 +11,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from deeplab_xception.errors import UserError
-from deeplab_xception.io import write_image
+from deeplab_xception.io import read_image, write_image
 from segment import augment, convert, pipeline, records
 from segment.datasets import ade20k, cityscapes, load_dataset, voc
+from segment.datasets.generic import read_class_list, write_class_list
 from segment.synthetic import write_synthetic_dataset
 
 RNG = np.random.default_rng(0)
@@ -256,3 +257,53 @@ def test_train_dataset_batches_crops_for_one_replica(generic_root):
     shard = [label.numpy()[..., 0] for _, label in pipeline.decoded_examples(dataset, context)]
     assert len(shard) == 2  # examples 1 and 3
     np.testing.assert_array_equal(shard[1], dataset.read(3)[1])
+
+
+def test_training_and_evaluation_readers_agree_on_gray_rgba_16_bit_and_palette(tmp_path):
+    """tf.io (training, in-training eval) and OpenCV (convert, `read`) see the same pixels."""
+    gray = RNG.integers(0, 256, (9, 11), dtype=np.uint8)
+    files = {
+        "gray.png": Image.fromarray(gray, mode="L"),
+        "rgba.png": Image.fromarray(RNG.integers(0, 256, (9, 11, 4), dtype=np.uint8), mode="RGBA"),
+        "gray16.png": Image.fromarray(RNG.integers(0, 65536, (9, 11)).astype(np.uint16)),
+        "palette.png": Image.fromarray(gray, mode="P"),
+    }
+    files["palette.png"].putpalette(RNG.integers(0, 256, 768).tolist())
+    for name, image in files.items():
+        image.save(tmp_path / name)
+    cv2.imwrite(str(tmp_path / "rgb16.png"), RNG.integers(0, 65536, (9, 11, 3)).astype(np.uint16))
+    for name in [*files, "rgb16.png"]:
+        path = str(tmp_path / name)
+        from_tf = pipeline.decode_image(path).numpy()
+        np.testing.assert_array_equal(from_tf, read_image(path, exif_orientation=False), err_msg=name)
+    # Independent references: gray replicated; the palette's colors; 16-bit to its high byte.
+    np.testing.assert_array_equal(read_image(str(tmp_path / "gray.png")), np.stack([gray] * 3, -1))
+    colors = np.array(files["palette.png"].getpalette(), np.uint8).reshape(-1, 3)
+    np.testing.assert_array_equal(read_image(str(tmp_path / "palette.png")), colors[gray])
+    high = cv2.imread(str(tmp_path / "rgb16.png"), cv2.IMREAD_UNCHANGED)[..., ::-1] >> 8
+    np.testing.assert_array_equal(read_image(str(tmp_path / "rgb16.png")), high)
+
+
+def test_class_names_with_spaces_round_trip(tmp_path):
+    path = str(tmp_path / "classes.txt")
+    write_class_list(path, cityscapes.CLASSES, cityscapes.PALETTE)
+    names, palette = read_class_list(path)
+    assert names[6] == "traffic light" and tuple(names) == cityscapes.CLASSES
+    np.testing.assert_array_equal(palette, cityscapes.PALETTE)
+    (tmp_path / "plain.txt").write_text("background\npotted plant\nchest of drawers 1 2 3\n")
+    names, palette = read_class_list(str(tmp_path / "plain.txt"))
+    assert names == ["background", "potted plant", "chest of drawers"]
+    assert tuple(palette[2]) == (1, 2, 3) and tuple(palette[1]) == tuple(voc.PALETTE[1])
+
+
+def test_a_bad_label_value_fails_in_the_stream_naming_the_file(generic_root):
+    mask_path = os.path.join(generic_root, "masks", "val_0001.png")
+    _write_gray_png(mask_path, np.full((33, 33), 7))
+    dataset = load_dataset("generic", generic_root, "val")
+    with pytest.raises(UserError, match=r"val_0001\.png: label value 7 is out of range for 4 "
+                                        r"classes \(stored values 0\.\.3, 255\)"):
+        with pipeline.label_errors_reported():
+            list(pipeline.decoded_examples(dataset))
+    _write_gray_png(mask_path, np.zeros((33, 30)))
+    with pytest.raises(UserError, match=r"val_0001\.png: label is 30x33 but its image"):
+        dataset.file_list()
