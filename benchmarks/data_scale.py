@@ -25,6 +25,10 @@ import time
 
 import cv2
 import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from segment.datasets.base import bit_palette  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYOUTS = {"voc": ((375, 500), ".jpg"), "cityscapes": ((1024, 2048), ".png")}
@@ -79,7 +83,7 @@ def write_folder(root, layout, count, seed=0):
     for name in names:
         if layout == "voc":
             image_path = os.path.join(root, "JPEGImages", name + ext)
-            label_path = os.path.join(root, "SegmentationClassAug", name + ".png")
+            label_path = os.path.join(root, "SegmentationClass", name + ".png")
         else:
             image_path = os.path.join(root, "leftImg8bit", "all", "city", f"city_{name}_leftImg8bit.png")
             label_path = os.path.join(root, "gtFine", "all", "city", f"city_{name}_gtFine_labelIds.png")
@@ -89,9 +93,15 @@ def write_folder(root, layout, count, seed=0):
         if layout == "cityscapes":  # train ids 0..18 as Cityscapes label ids
             label = np.array([7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31,
                               32, 33, 0], np.uint8)[np.minimum(label, 19)]
-        for path, array in ((image_path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)), (label_path, label)):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            cv2.imwrite(path, array)
+        os.makedirs(os.path.dirname(image_path), exist_ok=True)
+        os.makedirs(os.path.dirname(label_path), exist_ok=True)
+        cv2.imwrite(image_path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        if layout == "voc":  # palette PNGs in VOC's colors, as SegmentationClass holds them
+            indexed = Image.fromarray(label, mode="P")
+            indexed.putpalette(bit_palette(256).flatten().tolist())
+            indexed.save(label_path)
+        else:
+            cv2.imwrite(label_path, label)
     return names
 
 
@@ -126,7 +136,7 @@ def timed(command, env, first_step=None):
             buffer += chunk
             *lines, buffer = re.split(rb"[\r\n]", buffer)
             for line in lines:
-                text = line.decode(errors="replace")
+                text = re.sub(r"\x1b\[[0-9;]*m", "", line.decode(errors="replace"))
                 if first is None and first_step and re.match(first_step, text.strip()):
                     first = time.time() - start
                 if text.strip():
@@ -160,10 +170,16 @@ def run_size(args, root, layout, count, env):
                  layout, "--data", root, "--split", val_split, "--output-dir",
                  os.path.join(scratch, "eval")], env)
             row["evaluate"] = {"peak_rss_gib": peak, "wall_s": wall, "images_per_s": count / wall}
-        peak, wall, _, _ = timed(
-            [sys.executable, "-m", "segment.convert", "--format", layout, "--data", root, "--split",
-             train_split, "--output-dir", os.path.join(scratch, "records")], env)
-        row["convert"] = {"peak_rss_gib": peak, "wall_s": wall, "images_per_s": count / wall}
+        if args.convert:
+            peak, wall, _, _ = timed(
+                [sys.executable, "-m", "segment.convert", "--format", layout, "--data", root,
+                 "--split", train_split, "--output-dir", os.path.join(scratch, "records")], env)
+            row["convert"] = {"peak_rss_gib": peak, "wall_s": wall, "images_per_s": count / wall}
+    return _with_pipeline_rate(row, config, overrides, env)
+
+
+def _with_pipeline_rate(row, config, overrides, env):
+    """`row` with the input pipeline's training images/s alone (no model)."""
     probe = PIPELINE_PROBE.format(batch=PIPELINE_BATCH, count=PIPELINE_BATCHES)
     peak, wall, _, tail = timed([sys.executable, "-c", probe, config, *overrides], env)
     rate = float(next(line.split()[1] for line in tail if line.startswith("IMAGES_PER_SECOND")))
@@ -196,6 +212,7 @@ def main():
     parser.add_argument("--work-dir", required=True, help="where the folders are generated (kept)")
     parser.add_argument("--checkout", default=REPO, help="the source tree the commands run from")
     parser.add_argument("--no-evaluate", dest="evaluate", action="store_false")
+    parser.add_argument("--no-convert", dest="convert", action="store_false")
     parser.add_argument("--parameter-server", type=int, metavar="N",
                         help="instead: fine-tune from N images with the parameter-server strategy")
     parser.add_argument("--output", help="JSON results file")
