@@ -236,7 +236,7 @@ def test_configs_follow_the_papers_recipe(name, crop, learning_rate, steps):
 
 def test_a_bad_model_value_fails_before_any_data_is_read(tmp_path, capsys):
     missing = str(tmp_path / "no_such_dataset")
-    with pytest.raises(UserError, match="model: backbone: unknown variant 'xception_66'"):
+    with pytest.raises(UserError, match="model: backbone: unknown backbone 'xception_66'"):
         SegmentationTask(load_config(SegmentConfig, TINY, [f"data.root={missing}",
                                                            "model.backbone=xception_66"]))
     assert main(["finetune", "--config", TINY, f"data.root={missing}",
