@@ -63,18 +63,21 @@ def image_size(path):
     return height, width
 
 
-def read_image(path):
+def read_image(path, exif_orientation=True):
     """RGB uint8 H x W x 3 from any file OpenCV reads.
 
-    IMREAD_COLOR turns gray, RGBA and 16-bit images into 8-bit color and
-    applies the EXIF orientation.
+    IMREAD_COLOR turns gray, RGBA and 16-bit images into 8-bit color (as
+    tf.io.decode_image does for training). `exif_orientation` rotates photos
+    upright; dataset images are read as stored (False), because their masks
+    are drawn in stored-pixel coordinates.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file")
     data = np.fromfile(path, dtype=np.uint8)
+    flags = cv2.IMREAD_COLOR if exif_orientation else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
     with _native_stderr_silenced():
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
         raise UserError(f"{path}: not a readable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -26,7 +26,7 @@ class DataConfig:
     root: str = ""
     train_split: str = "trainaug"
     val_split: str = "val"
-    tfrecords: str = ""                 # TFRecord shards of train_split; empty: read it directly
+    tfrecords: str = ""                 # TFRecord shards of train_split; empty: stream the folder
     categories: tuple[str, ...] = ()    # COCO only: the categories that become classes 1..K
     crop_size: tuple[int, int] = (513, 513)
     eval_crop_size: tuple[int, int] = (513, 513)  # in-training evaluation pads to this size

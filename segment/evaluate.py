@@ -1,4 +1,11 @@
-"""mIoU and per-class IoU of a DeepLabV3Plus on a dataset split, at the original image sizes."""
+"""mIoU and per-class IoU of a DeepLabV3Plus on a dataset split, as the official eval measures it.
+
+With an eval crop each image is padded bottom/right to the crop (mean pixel;
+its label with the ignore value), the network runs on the padded image, so
+image pooling averages over the padded map, and the prediction is cropped
+back. Without one (or for an image larger than the crop) each image runs at
+its own size.
+"""
 
 import os
 
@@ -9,10 +16,11 @@ from tqdm import tqdm
 
 from deeplab_xception.errors import UserError
 from deeplab_xception.inference import Segmenter
-from deeplab_xception.preprocessing import IGNORE_LABEL
+from deeplab_xception.preprocessing import IGNORE_LABEL, MEAN_PIXEL
 from deeplab_xception.io import atomic_path, write_json
 from deeplab_xception.models import with_output_stride
 from deeplab_xception.precision import resolve_precision
+from segment import pipeline
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
@@ -24,28 +32,58 @@ def check_classes(model, dataset):
                         f"the model predicts {model.num_classes}")
 
 
+def pad_to_crop(image, crop_size):
+    """float32 image padded bottom/right to `crop_size` with the mean pixel, as the official
+    eval's preprocessing does (the label's padding, 255, would be left out anyway)."""
+    height, width = image.shape[:2]
+    padding = ((0, crop_size[0] - height), (0, crop_size[1] - width), (0, 0))
+    return np.pad(image.astype(np.float32), padding, constant_values=MEAN_PIXEL)
+
+
+def predict(segmenter, image, eval_crop_size=None):
+    """Label map of one uint8 image: on the padded crop when it fits, else at its own size."""
+    height, width = image.shape[:2]
+    if eval_crop_size and height <= eval_crop_size[0] and width <= eval_crop_size[1]:
+        padded = pad_to_crop(image, eval_crop_size)
+        return segmenter.labels(padded[None])[0, :height, :width]
+    return segmenter.labels(image[None])[0]
+
+
 def confusion_matrix(model, dataset, scales=(1.0,), flip=False, output_stride=None, tile="auto",
-                     precision="float32"):
-    """Pixel counts [true class, predicted class] over the split, 255 labels left out."""
+                     precision="float32", eval_crop_size=None):
+    """(pixel counts [true class, predicted class] over the split, 255 labels left out,
+    number of images larger than `eval_crop_size` that ran at their own size)."""
     check_classes(model, dataset)
     if output_stride is not None and output_stride != model.output_stride:
         model = with_output_stride(model, output_stride)
     segmenter = Segmenter(model, scales=scales, flip=flip, tile=tile, precision=precision)
     metric = keras.metrics.MeanIoU(dataset.num_classes, sparse_y_true=True, sparse_y_pred=True,
                                    dtype="float64")
-    for index in tqdm(range(len(dataset)), desc="evaluating", unit="image"):
-        image, label = dataset.read(index)
-        predicted = segmenter.labels(image[None])[0]
+    over_crop = 0
+    examples = pipeline.decoded_examples(dataset).prefetch(2)
+    for image, label in tqdm(examples.as_numpy_iterator(), total=len(dataset), desc="evaluating",
+                             unit="image"):
+        label = label[..., 0]
+        if eval_crop_size and (label.shape[0] > eval_crop_size[0]
+                               or label.shape[1] > eval_crop_size[1]):
+            if not over_crop:
+                tqdm.write(f"evaluate: an image of {label.shape[1]}x{label.shape[0]} is larger "
+                           f"than the eval crop {eval_crop_size[1]}x{eval_crop_size[0]}; such "
+                           "images run at their own size")
+            over_crop += 1
+        predicted = predict(segmenter, image, eval_crop_size)
         valid = label != IGNORE_LABEL
         metric.update_state(np.where(valid, label, 0), predicted, sample_weight=valid)
-    return keras.ops.convert_to_numpy(metric.total_cm).astype(np.int64)
+    return keras.ops.convert_to_numpy(metric.total_cm).astype(np.int64), over_crop
 
 
-def summarize(confusion, classes, settings=None):
-    """The report: mIoU over classes that occur (in labels or predictions), per-class IoU."""
+def summarize(confusion, classes, settings=None, ignored_classes=()):
+    """The report: mIoU over classes that occur (in labels or predictions), per-class IoU;
+    `ignored_classes` (ADE20K's "other") have no IoU and stay out of the mean."""
     true_positives = np.diag(confusion).astype(np.float64)
     union = confusion.sum(0) + confusion.sum(1) - true_positives
     present = union > 0
+    present[list(ignored_classes)] = False
     iou = np.where(present, true_positives / np.maximum(union, 1), np.nan)
     return {
         **(settings or {}),
@@ -93,16 +131,21 @@ def write_report(output_dir, report, confusion, classes):
 
 
 def evaluate(model, dataset, scales=(1.0,), flip=False, output_stride=None, output_dir=None,
-             tile="auto", precision="float32"):
+             tile="auto", precision="float32", eval_crop_size=None):
     """The report for `dataset`; also written under `output_dir` when given. `tile`: whole-image
     or tiled inference, as `Segmenter` takes it. float32 by default, so the mIoU is the model's
-    own; "bfloat16" or "auto" measure those paths."""
+    own; "bfloat16" or "auto" measure those paths. `eval_crop_size` (height, width): the
+    official protocol (see the module docstring); None runs every image at its own size.
+    """
     precision = resolve_precision(precision)
-    confusion = confusion_matrix(model, dataset, scales, flip, output_stride, tile, precision)
+    confusion, over_crop = confusion_matrix(model, dataset, scales, flip, output_stride, tile,
+                                            precision, eval_crop_size)
     settings = {"output_stride": output_stride or model.output_stride,
                 "scales": list(scales), "flip": flip, "num_images": len(dataset),
-                "precision": precision}
-    report = summarize(confusion, dataset.classes, settings)
+                "precision": precision,
+                "eval_crop_size": list(eval_crop_size) if eval_crop_size else None,
+                "images_over_crop": over_crop}
+    report = summarize(confusion, dataset.classes, settings, dataset.ignored_classes)
     if output_dir:
         write_report(output_dir, report, confusion, dataset.classes)
     return report, confusion

@@ -1,7 +1,8 @@
-"""Examples as DeepLab's build scripts store them: encoded image + encoded PNG label.
+"""Examples as DeepLab's build scripts store them: encoded image + encoded PNG label of train ids.
 
-The same encoding feeds both inputs: TFRecord shards written once for large
-sets, or the encoded pairs held in memory for small ones.
+Written once by `python -m segment.convert` (every label decoded and checked
+on the way), read back by the input pipeline: the fast path for big sets
+and remote storage.
 """
 
 import math
@@ -83,14 +84,6 @@ def parse(serialized):
     """(image bytes, label bytes) of one serialized tf.train.Example."""
     features = tf.io.parse_single_example(serialized, FEATURES)
     return features["image/encoded"], features["image/segmentation/class/encoded"]
-
-
-def memory_pairs(dataset):
-    """(image bytes, label bytes) of every example of a small set, read and checked once."""
-    encoded = [encode(dataset, i) for i in tqdm(range(len(dataset)), desc="reading", unit="image",
-                                                 leave=False)]
-    return tf.data.Dataset.from_tensor_slices(
-        ([e[0] for e in encoded], [e[2] for e in encoded]))
 
 
 def decode(image_bytes, label_bytes):

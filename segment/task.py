@@ -9,7 +9,7 @@ from deeplab_xception.layers import configure_batch_norms
 from deeplab_xception.models import build_model
 from deeplab_xception.preprocessing import IGNORE_LABEL
 from deeplab_xception.training import WarmStart
-from segment import augment, pipeline, records
+from segment import augment, pipeline
 from segment.datasets import load_dataset
 
 LOGITS = DeepLabV3Plus.LOGITS
@@ -21,16 +21,18 @@ class SegmentationTask:
     def __init__(self, config):
         self.config = config
         data = config.data
+        self._architecture(num_classes=2)  # a bad model.* value fails before any data is read
         self.train_set = load_dataset(data.format, data.root, data.train_split,
                                       categories=data.categories)
         self.classes = self.train_set.classes
+        self._train_files = self._val = None  # header checks, done once per process
 
-    def build_model(self):
+    def _architecture(self, num_classes):
         model_config = self.config.model
         try:
-            model = build_model(
+            return build_model(
                 "deeplab", backbone=model_config.backbone,
-                output_stride=model_config.output_stride, num_classes=len(self.classes),
+                output_stride=model_config.output_stride, num_classes=num_classes,
                 multi_grid=model_config.multi_grid, depthwise_layout=model_config.depthwise_layout,
                 atrous_rates=model_config.atrous_rates, separable=model_config.separable,
                 decoder=model_config.decoder, dropout=model_config.dropout,
@@ -38,6 +40,10 @@ class SegmentationTask:
                 dtype=self.config.trainer.precision)
         except ValueError as e:
             raise UserError(f"model: {str(e).splitlines()[0]}") from None
+
+    def build_model(self):
+        model_config = self.config.model
+        model = self._architecture(len(self.classes))
         configure_batch_norms(model, trainable=model_config.fine_tune_batch_norm)
         return model
 
@@ -62,26 +68,30 @@ class SegmentationTask:
 
     def train_dataset(self, input_context, batch_size):
         data = self.config.data
-        source = data.tfrecords or self.train_set
+        if not data.tfrecords and self._train_files is None:
+            self._train_files = self.train_set.file_list(progress=True)
         return pipeline.train_dataset(
-            source, batch_size, tuple(data.crop_size), data.min_scale, data.max_scale,
-            data.scale_step, data.flip, input_context)
+            data.tfrecords or self.train_set, batch_size, tuple(data.crop_size), data.min_scale,
+            data.max_scale, data.scale_step, data.flip, input_context, files=self._train_files)
 
     def eval_dataset(self, batch_size):
         """The validation split padded to `eval_crop_size`, in order, for in-training summaries.
 
-        The `evaluate` command measures at each image's own size; this is the quick view.
+        Streamed from the folder on every pass; the split is listed and its headers
+        checked once per process. The `evaluate` command runs the full protocol;
+        this is the quick view.
         """
         data = self.config.data
-        val_set = load_dataset(data.format, data.root, data.val_split, categories=data.categories)
-        height, width = data.eval_crop_size
-
-        def load(image_bytes, label_bytes):
-            image, label = records.decode(image_bytes, label_bytes)
-            return augment.eval_pad(image, label, (height, width))
-
-        return (records.memory_pairs(val_set).map(load, num_parallel_calls=tf.data.AUTOTUNE)
-                .batch(batch_size))
+        if self._val is None:
+            val_set = load_dataset(data.format, data.root, data.val_split,
+                                   categories=data.categories)
+            self._val = val_set, val_set.file_list(progress=True)
+        val_set, files = self._val
+        crop = tuple(data.eval_crop_size)
+        return (pipeline.decoded_examples(val_set, files=files)
+                .map(lambda image, label: augment.eval_pad(image, label, crop),
+                     num_parallel_calls=tf.data.AUTOTUNE)
+                .batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
     def loss(self, labels, outputs):
         """Softmax cross-entropy on logits at the label size, averaged over non-ignored pixels."""

@@ -11,9 +11,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from deeplab_xception.errors import UserError
-from deeplab_xception.io import write_image
+from deeplab_xception.io import read_image, write_image
 from segment import augment, convert, pipeline, records
 from segment.datasets import ade20k, cityscapes, load_dataset, voc
+from segment.datasets.generic import read_class_list, write_class_list
 from segment.synthetic import write_synthetic_dataset
 
 RNG = np.random.default_rng(0)
@@ -36,6 +37,18 @@ def _write_palette_png(path, indices, palette):
     flat[255] = (224, 224, 192)  # VOC's border color
     image.putpalette(flat.flatten().tolist())
     image.save(path)
+
+
+def _assert_streams_as_read(dataset):
+    """The tf.data stream from the folder holds, in order, what `read` gives."""
+    streamed = list(pipeline.decoded_examples(dataset).as_numpy_iterator())
+    assert len(streamed) == len(dataset)
+    for index, (image, label) in enumerate(streamed):
+        expected_image, expected_label = dataset.read(index)
+        np.testing.assert_array_equal(label[..., 0], expected_label)
+        assert image.shape == expected_image.shape
+        if dataset.examples[index].image_path.endswith(".png"):
+            np.testing.assert_array_equal(image, expected_image)
 
 
 def _write_gray_png(path, values):
@@ -65,6 +78,8 @@ def test_voc_reads_palette_indices_and_the_augmented_labels(tmp_path):
     trainaug = load_dataset("voc", str(tmp_path), "trainaug")
     assert len(trainaug) == 2
     np.testing.assert_array_equal(trainaug.read(1)[1], augmented)
+    _assert_streams_as_read(val)  # palette PNG indices, 255 borders included
+    _assert_streams_as_read(trainaug)
     # The palette is VOC's: person is (192, 128, 128), aeroplane (128, 0, 0).
     assert tuple(voc.PALETTE[15]) == (192, 128, 128) and tuple(voc.PALETTE[1]) == (128, 0, 0)
 
@@ -78,19 +93,24 @@ def test_cityscapes_maps_label_ids_to_the_19_train_ids(tmp_path):
     assert dataset.num_classes == 19 and dataset.examples[0].name == stem
     expected = np.array([[0, 1, 13, 18], [255, 255, 255, 11], [10, 16, 17, 255]], np.uint8)
     np.testing.assert_array_equal(dataset.read(0)[1], expected)
+    _assert_streams_as_read(dataset)
     assert tuple(cityscapes.PALETTE[0]) == (128, 64, 128)
     with pytest.raises(UserError, match="train: no such split folder"):
         load_dataset("cityscapes", str(tmp_path), "train")
 
 
-def test_ade20k_ignores_other_and_shifts_classes_down(tmp_path):
+def test_ade20k_has_the_official_151_classes_with_other_ignored(tmp_path):
     values = np.array([[0, 1, 2], [150, 75, 0]], np.uint8)
     _write(tmp_path / "images" / "validation" / "ADE_val_00000001.jpg", _image(2, 3))
     _write_gray_png(str(tmp_path / "annotations" / "validation" / "ADE_val_00000001.png"), values)
     dataset = load_dataset("ade20k", str(tmp_path), "val")
-    assert dataset.num_classes == len(ade20k.CLASSES) == 150
-    assert dataset.classes[0] == "wall" and dataset.classes[149] == "flag"
-    np.testing.assert_array_equal(dataset.read(0)[1], [[255, 0, 1], [149, 74, 255]])
+    assert dataset.num_classes == len(ade20k.CLASSES) == len(ade20k.PALETTE) == 151
+    assert dataset.classes[:2] == ("other", "wall") and dataset.classes[150] == "flag"
+    assert dataset.ignored_classes == (0,)
+    np.testing.assert_array_equal(dataset.read(0)[1], [[255, 1, 2], [150, 75, 255]])
+    _assert_streams_as_read(dataset)
+    # DeepLab's color map: wall (120, 120, 120), flag (92, 0, 255).
+    assert tuple(ade20k.PALETTE[1]) == (120, 120, 120) and tuple(ade20k.PALETTE[150]) == (92, 0, 255)
 
     _write_gray_png(str(tmp_path / "annotations" / "validation" / "ADE_val_00000001.png"),
                     np.array([[0, 151, 1], [1, 1, 1]]))
@@ -138,6 +158,7 @@ def test_coco_rasterizes_instances_of_the_chosen_categories(tmp_path):
     assert (label[7:14, 41:44] == 0).all()  # the person is not a chosen category
     assert (label[0:3, :] == 0).all()
     assert set(np.unique(label)) == {0, 1, 2, 255}
+    _assert_streams_as_read(dataset)  # rasterized per example inside tf.data
 
     everything = load_dataset("coco", str(tmp_path), "val2017")
     assert everything.classes == ("background", "person", "car", "dog")
@@ -194,16 +215,13 @@ def test_tfrecords_hold_what_direct_reading_gives(generic_root, tmp_path):
     pattern = str(tmp_path / "records" / "train-*")
     images, labels = next(iter(pipeline.train_dataset(pattern, 2, (41, 41))))
     assert images.shape == (2, 41, 41, 3) and labels.shape == (2, 41, 41)
-    from_files = pipeline.encoded_pairs(pattern)
-    decoded = [records.decode(*pair) for pair in from_files]
+    decoded = list(pipeline.decoded_examples(pattern))
     assert len(decoded) == len(dataset)
     by_label = {label.numpy().tobytes(): image.numpy() for image, label in decoded}
     for index in range(len(dataset)):
         image, label = dataset.read(index)
         np.testing.assert_array_equal(by_label[label[..., None].tobytes()], image)
-    in_memory = [records.decode(*pair) for pair in pipeline.encoded_pairs(dataset)]
-    for (image, label), index in zip(in_memory, range(len(dataset))):
-        np.testing.assert_array_equal(label.numpy()[..., 0], dataset.read(index)[1])
+    _assert_streams_as_read(dataset)
 
 
 def test_augmentation_pads_with_mean_pixel_and_ignore_and_keeps_pixels_aligned():
@@ -236,4 +254,56 @@ def test_train_dataset_batches_crops_for_one_replica(generic_root):
     assert images.shape == (3, 41, 41, 3) and labels.shape == (3, 41, 41)
     assert labels.dtype == tf.int32 and float(tf.reduce_max(tf.abs(images))) <= 1.0
     context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1)
-    assert len(list(pipeline.encoded_pairs(dataset, context))) == 2  # examples 1 and 3
+    shard = [label.numpy()[..., 0] for _, label in pipeline.decoded_examples(dataset, context)]
+    assert len(shard) == 2  # examples 1 and 3
+    np.testing.assert_array_equal(shard[1], dataset.read(3)[1])
+
+
+def test_training_and_evaluation_readers_agree_on_gray_rgba_16_bit_and_palette(tmp_path):
+    """tf.io (training, in-training eval) and OpenCV (convert, `read`) see the same pixels."""
+    gray = RNG.integers(0, 256, (9, 11), dtype=np.uint8)
+    files = {
+        "gray.png": Image.fromarray(gray, mode="L"),
+        "rgba.png": Image.fromarray(RNG.integers(0, 256, (9, 11, 4), dtype=np.uint8), mode="RGBA"),
+        "gray16.png": Image.fromarray(RNG.integers(0, 65536, (9, 11)).astype(np.uint16)),
+        "palette.png": Image.fromarray(gray, mode="P"),
+    }
+    files["palette.png"].putpalette(RNG.integers(0, 256, 768).tolist())
+    for name, image in files.items():
+        image.save(tmp_path / name)
+    cv2.imwrite(str(tmp_path / "rgb16.png"), RNG.integers(0, 65536, (9, 11, 3)).astype(np.uint16))
+    for name in [*files, "rgb16.png"]:
+        path = str(tmp_path / name)
+        from_tf = pipeline.decode_image(path).numpy()
+        np.testing.assert_array_equal(from_tf, read_image(path, exif_orientation=False), err_msg=name)
+    # Independent references: gray replicated; the palette's colors; 16-bit to its high byte.
+    np.testing.assert_array_equal(read_image(str(tmp_path / "gray.png")), np.stack([gray] * 3, -1))
+    colors = np.array(files["palette.png"].getpalette(), np.uint8).reshape(-1, 3)
+    np.testing.assert_array_equal(read_image(str(tmp_path / "palette.png")), colors[gray])
+    high = cv2.imread(str(tmp_path / "rgb16.png"), cv2.IMREAD_UNCHANGED)[..., ::-1] >> 8
+    np.testing.assert_array_equal(read_image(str(tmp_path / "rgb16.png")), high)
+
+
+def test_class_names_with_spaces_round_trip(tmp_path):
+    path = str(tmp_path / "classes.txt")
+    write_class_list(path, cityscapes.CLASSES, cityscapes.PALETTE)
+    names, palette = read_class_list(path)
+    assert names[6] == "traffic light" and tuple(names) == cityscapes.CLASSES
+    np.testing.assert_array_equal(palette, cityscapes.PALETTE)
+    (tmp_path / "plain.txt").write_text("background\npotted plant\nchest of drawers 1 2 3\n")
+    names, palette = read_class_list(str(tmp_path / "plain.txt"))
+    assert names == ["background", "potted plant", "chest of drawers"]
+    assert tuple(palette[2]) == (1, 2, 3) and tuple(palette[1]) == tuple(voc.PALETTE[1])
+
+
+def test_a_bad_label_value_fails_in_the_stream_naming_the_file(generic_root):
+    mask_path = os.path.join(generic_root, "masks", "val_0001.png")
+    _write_gray_png(mask_path, np.full((33, 33), 7))
+    dataset = load_dataset("generic", generic_root, "val")
+    with pytest.raises(UserError, match=r"val_0001\.png: label value 7 is out of range for 4 "
+                                        r"classes \(stored values 0\.\.3, 255\)"):
+        with pipeline.label_errors_reported():
+            list(pipeline.decoded_examples(dataset))
+    _write_gray_png(mask_path, np.zeros((33, 30)))
+    with pytest.raises(UserError, match=r"val_0001\.png: label is 30x33 but its image"):
+        dataset.file_list()

@@ -7,20 +7,23 @@ import cv2
 import keras
 import numpy as np
 import pytest
+from PIL import Image
 
 from deeplab_xception import build_model, with_output_stride
 from deeplab_xception.cli import main
 from deeplab_xception.config import load_config
 from deeplab_xception.errors import UserError
 from deeplab_xception.inference import Segmenter
+from deeplab_xception.io import read_image, write_image
 from deeplab_xception.preprocessing import IGNORE_LABEL
-from deeplab_xception.io import write_image
 from deeplab_xception.training.trainer import apply_warm_start
 from deeplab_xception.weights.transfer import load_matching_weights
+from segment import pipeline
 from segment.config import SegmentConfig
 from segment.datasets import load_dataset
+from segment.datasets.generic import write_class_list
 from segment.evaluate import evaluate
-from segment.synthetic import CLASSES, make_example, write_synthetic_dataset
+from segment.synthetic import CLASSES, PALETTE, make_example, write_synthetic_dataset
 from segment.task import SegmentationTask
 
 TINY = "segment_tiny.yaml"  # shipped with the package, found by name
@@ -248,3 +251,146 @@ def test_mixed_bfloat16_finetuning_learns_the_shapes_as_float32_does(shapes, scr
     ours, reference = evaluate(as_float32, val)[0], evaluate(scratch_model, val)[0]
     assert ours["mean_iou"] > 0.6 and abs(ours["mean_iou"] - reference["mean_iou"]) < 0.15, (
         ours, reference)
+
+
+def test_a_bad_model_value_fails_before_any_data_is_read(tmp_path, capsys):
+    missing = str(tmp_path / "no_such_dataset")
+    with pytest.raises(UserError, match="model: backbone: unknown backbone 'xception_66'"):
+        SegmentationTask(load_config(SegmentConfig, TINY, [f"data.root={missing}",
+                                                           "model.backbone=xception_66"]))
+    assert main(["finetune", "--config", TINY, f"data.root={missing}",
+                 f"trainer.model_dir={tmp_path / 'run'}", "model.output_stride=12"]) == 2
+    assert "model: output_stride" in capsys.readouterr().err
+    with pytest.raises(UserError, match="no such class list"):  # the data is what fails next
+        SegmentationTask(load_config(SegmentConfig, TINY, [f"data.root={missing}"]))
+
+
+def test_a_rotated_exif_photo_with_its_mask_trains_and_evaluates(tmp_path):
+    """Masks are drawn on the stored pixels; a phone photo's EXIF rotation must not apply."""
+    root = tmp_path / "phone"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(4)
+    for name in ("a", "b"):
+        image, mask = make_example(rng, 64)
+        image, mask = image[:40], mask[:40]  # stored 64 wide, 40 high
+        exif = Image.Exif()
+        exif[0x0112] = 6  # orientation: shown rotated 90 degrees
+        Image.fromarray(image).save(root / "images" / f"{name}.jpg", exif=exif, quality=95)
+        write_image(str(root / "masks" / f"{name}.png"), mask)
+    (root / "train.txt").write_text("a\nb\n")
+    (root / "val.txt").write_text("a\nb\n")
+    write_class_list(str(root / "classes.txt"), CLASSES, PALETTE)
+    photo = str(root / "images" / "a.jpg")
+    assert read_image(photo).shape == (64, 40, 3)  # the segment CLI's reading: upright
+    dataset = load_dataset("generic", str(root), "val")
+    assert dataset.read(0)[0].shape == (40, 64, 3) and dataset.read(0)[1].shape == (40, 64)
+
+    model = _finetune(str(root), str(tmp_path / "run"), "trainer.train_steps=2")
+    assert main(["evaluate", "--weights", str(tmp_path / "run" / "model.keras"), "--data",
+                 str(root), "--output-dir", str(tmp_path / "eval")]) == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["num_images"] == 2 and report["num_pixels"] == 2 * 40 * 64
+    assert model.num_classes == len(CLASSES)
+
+
+def _as_ade20k_model(model):
+    """`model` (background + 3 shapes) as a 151-class ADE20K model: logit 0 ("other") copies
+    background's and wins there, logits 1..4 are its classes, the rest never win."""
+    ade = build_model("deeplab", backbone="xception_tiny", num_classes=151,
+                      batch_norm_momentum=0.9)
+    for layer in ade.layers:
+        if layer.weights and layer.name != model.LOGITS:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    kernel, bias = model.get_layer(model.LOGITS).get_weights()
+    wide_kernel = np.zeros(kernel.shape[:-1] + (151,), np.float32)
+    wide_bias = np.full(151, -1e3, np.float32)
+    wide_kernel[..., :5] = np.concatenate([kernel[..., :1], kernel], axis=-1)
+    wide_bias[:5] = np.concatenate([bias[:1] + 1.0, bias])
+    ade.get_layer(ade.LOGITS).set_weights([wide_kernel, wide_bias])
+    return ade
+
+
+@pytest.mark.slow
+def test_an_ade20k_151_class_model_evaluates_with_other_left_out(scratch_model, tmp_path):
+    root = tmp_path / "ADEChallengeData2016"
+    (root / "images" / "validation").mkdir(parents=True)
+    (root / "annotations" / "validation").mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    labels = {}
+    for index in (1, 2, 3):
+        name = f"ADE_val_{index:08d}"
+        image, mask = make_example(rng, 49)
+        stored = mask + 1  # shapes are ADE classes 2..4, background class 1 ...
+        stored[:, :20][mask[:, :20] == 0] = 0  # ... or "other"
+        labels[name] = stored
+        write_image(str(root / "images" / "validation" / f"{name}.jpg"), image)
+        Image.fromarray(stored, mode="L").save(root / "annotations" / "validation" / f"{name}.png")
+    model = _as_ade20k_model(scratch_model)
+    weights = str(tmp_path / "ade.keras")
+    model.save(weights)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--weights", weights, "--format", "ade20k", "--data", str(root),
+                 "--output-dir", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+
+    segmenter = Segmenter(model)
+    confusion = np.zeros((151, 151), np.int64)
+    for name, stored in labels.items():
+        image = pipeline.decode_image(str(root / "images" / "validation" / f"{name}.jpg")).numpy()
+        predicted = segmenter.labels(image[None])[0]
+        valid = stored != 0
+        confusion += np.bincount(stored[valid].astype(int) * 151 + predicted[valid],
+                                 minlength=151 * 151).reshape(151, 151)
+    assert confusion[:, 0].sum() > 0 and np.trace(confusion) > 0, "the test needs both"
+    np.testing.assert_array_equal(report["confusion_matrix"], confusion)
+    tp = np.diag(confusion)[1:]
+    union = (confusion.sum(0) + confusion.sum(1))[1:] - tp
+    assert report["mean_iou"] == pytest.approx(np.mean(tp[union > 0] / union[union > 0]), abs=1e-12)
+    assert report["per_class_iou"]["other"] is None and len(report["per_class_iou"]) == 151
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scales,flip", [((1.0,), False), ((0.75, 1.25), True)])
+def test_eval_crop_pads_as_the_official_eval(scratch_model, tmp_path, scales, flip):
+    """Image padded bottom/right with 127.5 and its label with 255, network run on the padded
+    image, scored on the padded arrays: a numpy re-implementation of the official eval."""
+    root = write_synthetic_dataset(str(tmp_path / "small"), num_train=1, num_val=3, size=33, seed=7)
+    dataset = load_dataset("generic", root, "val")
+    model = scratch_model
+    crop = (49, 57)
+    report, confusion = evaluate(model, dataset, scales=scales, flip=flip, eval_crop_size=crop)
+    segmenter = Segmenter(model, scales=scales, flip=flip)
+    n = len(CLASSES)
+    expected = np.zeros((n, n), np.int64)
+    for index in range(len(dataset)):
+        image, label = dataset.read(index)
+        padded = np.full((*crop, 3), 127.5, np.float32)
+        padded[:33, :33] = image
+        padded_label = np.full(crop, 255)
+        padded_label[:33, :33] = label
+        predicted = segmenter.labels(padded[None])[0]
+        valid = padded_label != 255
+        expected += np.bincount(padded_label[valid] * n + predicted[valid],
+                                minlength=n * n).reshape(n, n)
+    np.testing.assert_array_equal(confusion, expected)
+    assert report["eval_crop_size"] == list(crop) and report["images_over_crop"] == 0
+    if flip:
+        return
+    own_size = evaluate(model, dataset)[1]
+    assert (own_size != confusion).any(), "padding must change image pooling"
+    over = evaluate(model, dataset, eval_crop_size=(32, 64))
+    np.testing.assert_array_equal(over[1], own_size)  # too big for the crop: at its own size
+    assert over[0]["images_over_crop"] == 3
+
+
+def test_eval_crop_defaults_to_the_zoo_entry_then_the_format():
+    from deeplab_xception.cli.evaluate import eval_crop_size
+
+    assert eval_crop_size(None, "xception65_cityscapes_trainfine", "generic") == (1025, 2049)
+    assert eval_crop_size(None, "run/model.keras", "voc") == (513, 513)
+    assert eval_crop_size(None, "run/model.keras", "generic") is None
+    assert eval_crop_size(["none"], "xception65_coco_voc_trainaug", "voc") is None
+    assert eval_crop_size(["65", "97"], "run/model.keras", "generic") == (65, 97)
+    with pytest.raises(UserError, match="--eval-crop-size: expected two positive integers"):
+        eval_crop_size(["513"], "run/model.keras", "voc")

@@ -17,21 +17,46 @@ def register(subparsers):
                         help="COCO only: comma-separated category names (classes 1..K)")
     add_eval_options(parser)
     add_precision_option(parser, "float32")
+    parser.add_argument("--eval-crop-size", nargs="+", metavar="H W",
+                        help="pad each image to H x W (mean pixel, label 255), run, crop back, as "
+                             "the official eval does; 'none': each image at its own size. Default: "
+                             "the zoo entry's crop, else the format's (voc 513 513, cityscapes "
+                             "1025 2049), else none. Larger images run at their own size")
     parser.add_argument("--output-dir", required=True,
                         help="where report.json, per_class_iou.txt and confusion_matrix.png go")
     parser.set_defaults(run=run)
+
+
+def eval_crop_size(values, weights, format):
+    """(height, width) or None from --eval-crop-size, the zoo entry or the dataset format."""
+    from deeplab_xception.errors import UserError
+    from deeplab_xception.weights.zoo import ZOO
+    from segment.datasets import FORMATS
+
+    if values is None:
+        zoo = ZOO.get(weights)
+        return (zoo and zoo.crop_size) or getattr(FORMATS[format], "EVAL_CROP_SIZE", None)
+    if [v.lower() for v in values] == ["none"]:
+        return None
+    if len(values) != 2 or not all(v.isdigit() and int(v) > 0 for v in values):
+        raise UserError(f"--eval-crop-size: expected two positive integers H W or 'none', "
+                        f"got {' '.join(values)}")
+    return tuple(int(v) for v in values)
 
 
 def run(args):
     from deeplab_xception.weights import load_model
     from segment.datasets import load_dataset
     from segment.evaluate import evaluate, format_table
+    from segment.pipeline import label_errors_reported
 
+    crop = eval_crop_size(args.eval_crop_size, args.weights, args.format)
     dataset = load_dataset(args.format, args.data, args.split,
                            categories=tuple(c for c in args.categories.split(",") if c))
     model = load_model(args.weights, kind="deeplab")
-    report, _ = evaluate(model, dataset, scales=args.scales, flip=args.flip,
-                         output_stride=args.output_stride, output_dir=args.output_dir,
-                         tile=args.tile, precision=args.precision)
+    with label_errors_reported():
+        report, _ = evaluate(model, dataset, scales=args.scales, flip=args.flip,
+                             output_stride=args.output_stride, output_dir=args.output_dir,
+                             tile=args.tile, precision=args.precision, eval_crop_size=crop)
     print(format_table(report), end="")
     print(f"computed in {report['precision']}")

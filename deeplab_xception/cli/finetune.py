@@ -17,9 +17,11 @@ def register(subparsers):
 def run(args):
     from deeplab_xception.training.trainer import prepare, train
     from segment.config import SegmentConfig
+    from segment.pipeline import label_errors_reported
     from segment.task import SegmentationTask
 
     config = load_config(SegmentConfig, args.config, args.overrides)
     prepare(config.trainer)
-    step = train(SegmentationTask(config), config.trainer)
+    with label_errors_reported():
+        step = train(SegmentationTask(config), config.trainer)
     print(f"trained to step {step}: {os.path.join(config.trainer.model_dir, 'model.keras')}")

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from deeplab_xception.errors import UserError
 from deeplab_xception.preprocessing import IGNORE_LABEL
@@ -56,19 +57,65 @@ def read_split_file(path):
     return names
 
 
+def train_id_table(num_classes, mapping=None):
+    """Stored label value (0..255) -> train id, -1 where the value is out of range.
+
+    By default a value is its own train id (0..num_classes-1, and 255 = ignore);
+    `mapping` ({stored value: train id}) replaces that, as for Cityscapes' label ids.
+    """
+    table = np.full(256, -1, np.int32)
+    if mapping is None:
+        table[:num_classes] = np.arange(num_classes)
+        table[IGNORE_LABEL] = IGNORE_LABEL
+    else:
+        for value, train_id in mapping.items():
+            table[value] = train_id
+    return table
+
+
+def _header(path, what):
+    """PIL's lazy open: mode, (height, width) and palette, without decoding pixels."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such {what} file")
+    try:
+        with Image.open(path) as image:
+            palette = image.getpalette() if image.mode == "P" else None
+            return image.mode, (image.height, image.width), palette
+    except OSError:
+        raise UserError(f"{path}: not a readable {what} image") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class FileList:
+    """What streaming needs, from file headers only: paths, and the palette of each
+    palette label (index into `palettes`, -1 for gray labels)."""
+    image_paths: tuple
+    label_paths: tuple
+    palette_ids: tuple
+    palettes: tuple  # (256, 3) uint8 arrays, each distinct palette once
+
+
 class SegmentationSet:
     """One split of a dataset; `read` returns an image and its checked label.
 
     Labels are train ids: 0..num_classes-1, and IGNORE_LABEL (255) for pixels
-    that count neither in the loss nor in the metrics.
+    that count neither in the loss nor in the metrics. Label files hold stored
+    values that `label_table` maps to train ids; a format whose labels are not
+    files (COCO polygons) gives `read_label` and `label_size` instead.
+    `ignored_classes` are logits the metric leaves out (ADE20K's "other").
     """
 
-    def __init__(self, classes, palette, examples, read_label, source):
+    def __init__(self, classes, palette, examples, source, label_table=None, read_label=None,
+                 label_size=None, ignored_classes=()):
         self.classes = tuple(classes)
         self.palette = np.asarray(palette, np.uint8)
         self.examples = tuple(examples)
         self.source = source
-        self._read_label = read_label
+        self.label_table = (train_id_table(len(self.classes)) if label_table is None
+                            else np.asarray(label_table, np.int32))
+        self.custom_labels = read_label
+        self._label_size = label_size
+        self.ignored_classes = tuple(ignored_classes)
         if not self.examples:
             raise UserError(f"{source}: no examples found")
 
@@ -79,20 +126,73 @@ class SegmentationSet:
     def __len__(self):
         return len(self.examples)
 
+    def out_of_range(self, path, value):
+        return UserError(f"{path}: label value {value} is out of range for {self.num_classes} "
+                         f"classes ({self.describe_values()})")
+
+    def describe_values(self):
+        valid = np.flatnonzero(self.label_table >= 0)
+        return f"stored values {', '.join(_ranges(valid))}"
+
     def read_label(self, example, image_shape=None):
-        label = self._read_label(example)
+        if self.custom_labels is not None:
+            label = self.custom_labels(example)
+        else:
+            stored = read_index_png(example.label_path)
+            label = self.label_table[stored]
+            if (label < 0).any():
+                raise self.out_of_range(example.label_path, int(stored[label < 0].max()))
+            label = label.astype(np.uint8)
         if image_shape is not None and label.shape[:2] != tuple(image_shape[:2]):
-            raise UserError(f"{example.label_path}: label is {label.shape[1]}x{label.shape[0]} "
-                            f"but its image {example.image_path} is "
-                            f"{image_shape[1]}x{image_shape[0]}")
-        bad = label[(label >= self.num_classes) & (label != IGNORE_LABEL)]
-        if bad.size:
-            raise UserError(f"{example.label_path}: label value {int(bad.max())} is out of range "
-                            f"for {self.num_classes} classes (0..{self.num_classes - 1}, "
-                            f"{IGNORE_LABEL} = ignore)")
+            raise _size_mismatch(example, label.shape, image_shape)
         return label
 
     def read(self, index):
         example = self.examples[index]
-        image = read_image(example.image_path)
+        image = read_image(example.image_path, exif_orientation=False)
         return image, self.read_label(example, image.shape)
+
+    def file_list(self, progress=False):
+        """Checks every example's headers (sizes agree, labels are index images) and returns
+        the FileList the input pipeline streams from."""
+        palettes, palette_ids = {}, []
+        examples = tqdm(self.examples, desc="checking headers", unit="example", leave=False,
+                        disable=not progress or None)
+        for example in examples:
+            _, image_size, _ = _header(example.image_path, "image")
+            if self.custom_labels is not None:
+                label_size, palette = self._label_size(example), None
+            else:
+                mode, label_size, palette = _header(example.label_path, "label")
+                if mode not in ("P", "L"):
+                    raise UserError(f"{example.label_path}: label image has mode {mode}; "
+                                    "expected class indices (palette or 8-bit gray)")
+            if label_size != image_size:
+                raise _size_mismatch(example, label_size, image_size)
+            if palette is None:
+                palette_ids.append(-1)
+            else:
+                colors = np.zeros((256, 3), np.uint8)
+                given = np.asarray(palette, np.uint8).reshape(-1, 3)[:256]
+                colors[:len(given)] = given
+                palette_ids.append(palettes.setdefault(colors.tobytes(), len(palettes)))
+        return FileList(tuple(e.image_path for e in self.examples),
+                        tuple(e.label_path for e in self.examples), tuple(palette_ids),
+                        tuple(np.frombuffer(key, np.uint8).reshape(256, 3) for key in palettes))
+
+
+def _size_mismatch(example, label_shape, image_shape):
+    return UserError(f"{example.label_path}: label is {label_shape[1]}x{label_shape[0]} "
+                     f"but its image {example.image_path} is {image_shape[1]}x{image_shape[0]}")
+
+
+def _ranges(values):
+    """[0, 1, 2, 5, 255] -> ["0..2", "5", "255"]."""
+    runs, start = [], None
+    for i, value in enumerate(values):
+        if start is None:
+            start = value
+        if i + 1 == len(values) or values[i + 1] != value + 1:
+            runs.append(f"{start}..{value}" if value > start else f"{value}")
+            start = None
+    return runs

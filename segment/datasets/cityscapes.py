@@ -12,7 +12,7 @@ import numpy as np
 
 from deeplab_xception.errors import UserError
 from deeplab_xception.preprocessing import IGNORE_LABEL
-from segment.datasets.base import Example, SegmentationSet, read_index_png
+from segment.datasets.base import Example, SegmentationSet, train_id_table
 
 # (train class, its label id in *_labelIds.png, color) for the 19 evaluated classes.
 TRAIN_CLASSES = (
@@ -29,10 +29,12 @@ TRAIN_CLASSES = (
 CLASSES = tuple(name for name, _, _ in TRAIN_CLASSES)
 PALETTE = np.array([color for _, _, color in TRAIN_CLASSES], np.uint8)
 
-LABEL_ID_TO_TRAIN_ID = np.full(256, IGNORE_LABEL, np.uint8)
-for train_id, (_, label_id, _) in enumerate(TRAIN_CLASSES):
-    LABEL_ID_TO_TRAIN_ID[label_id] = train_id
+# Every label id that is not a train class is ignored.
+LABEL_ID_TO_TRAIN_ID = train_id_table(len(CLASSES), {
+    **{value: IGNORE_LABEL for value in range(256)},
+    **{label_id: train_id for train_id, (_, label_id, _) in enumerate(TRAIN_CLASSES)}})
 
+EVAL_CROP_SIZE = (1025, 2049)  # the official eval pads the 1024x2048 images to this
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
 
@@ -47,6 +49,5 @@ def load(root, split="val"):
         stem = os.path.basename(path)[:-len(IMAGE_SUFFIX)]
         examples.append(Example(stem, path,
                                 os.path.join(root, "gtFine", split, city, stem + LABEL_SUFFIX)))
-    return SegmentationSet(CLASSES, PALETTE, examples,
-                           lambda example: LABEL_ID_TO_TRAIN_ID[read_index_png(example.label_path)],
-                           source=image_dir)
+    return SegmentationSet(CLASSES, PALETTE, examples, source=image_dir,
+                           label_table=LABEL_ID_TO_TRAIN_ID)

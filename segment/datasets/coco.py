@@ -56,6 +56,10 @@ def load(root, split="val2017", categories=None):
                            else class_of[annotation["category_id"]])
         return label
 
+    def label_size(example):
+        info = coco.loadImgs(int(example.label_path.rsplit("#", 1)[1]))[0]
+        return info["height"], info["width"]
+
     classes = ("background",) + tuple(names)
-    return SegmentationSet(classes, bit_palette(len(classes)), examples, read_label,
-                           source=annotation_file)
+    return SegmentationSet(classes, bit_palette(len(classes)), examples, source=annotation_file,
+                           read_label=read_label, label_size=label_size)

@@ -2,15 +2,14 @@
 
 Layout: images/<name>.(jpg|jpeg|png), masks/<name>.png (8-bit index or
 palette PNGs, 255 = ignore), classes.txt (one class a line, optionally
-followed by its color as three integers "name r g b"), and <split>.txt
-listing the names of a split.
+followed by its color as three integers "name r g b"; names may hold
+spaces), and <split>.txt listing the names of a split.
 """
 
 import os
 
 from deeplab_xception.errors import UserError
-from segment.datasets.base import (Example, SegmentationSet, bit_palette, read_index_png,
-                                   read_split_file)
+from segment.datasets.base import Example, SegmentationSet, bit_palette, read_split_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -25,9 +24,10 @@ def read_class_list(path):
             fields = line.split()
             if not fields:
                 continue
-            if len(fields) == 4 and all(v.isdigit() and int(v) < 256 for v in fields[1:]):
-                names.append(fields[0])
-                colors.append(tuple(int(v) for v in fields[1:]))
+            name, *color = line.rsplit(None, 3)
+            if len(color) == 3 and all(v.isdigit() and int(v) < 256 for v in color):
+                names.append(name.strip())
+                colors.append(tuple(int(v) for v in color))
             else:
                 names.append(line.strip())
                 colors.append(None)
@@ -39,6 +39,7 @@ def read_class_list(path):
 
 
 def write_class_list(path, names, palette):
+    """One "name r g b" line per class; names may hold spaces ("traffic light")."""
     with open(path, "w") as f:
         for name, color in zip(names, palette):
             f.write(f"{name} {' '.join(str(int(c)) for c in color)}\n")
@@ -58,7 +59,5 @@ def load(root, split="val"):
     split_names = read_split_file(os.path.join(root, f"{split}.txt"))
     examples = [Example(name, _image_path(root, name), os.path.join(root, "masks", name + ".png"))
                 for name in split_names]
-    return SegmentationSet(names, palette, examples,
-                           lambda example: read_index_png(example.label_path),
-                           source=f"{root} ({split})")
+    return SegmentationSet(names, palette, examples, source=f"{root} ({split})")
 

@@ -8,8 +8,7 @@ split reads SegmentationClassAug/<name>.png (8-bit index PNGs), as DeepLab does.
 
 import os
 
-from segment.datasets.base import (Example, SegmentationSet, bit_palette, read_index_png,
-                                   read_split_file)
+from segment.datasets.base import Example, SegmentationSet, bit_palette, read_split_file
 
 CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
@@ -18,6 +17,7 @@ CLASSES = (
 )
 PALETTE = bit_palette(len(CLASSES))
 AUGMENTED_SPLITS = ("trainaug",)
+EVAL_CROP_SIZE = (513, 513)  # the official eval pads every image (at most 500x500) to this
 
 
 def load(root, split="val", label_dir=None):
@@ -27,6 +27,4 @@ def load(root, split="val", label_dir=None):
     names = read_split_file(os.path.join(root, "ImageSets", "Segmentation", f"{split}.txt"))
     examples = [Example(name, os.path.join(root, "JPEGImages", f"{name}.jpg"),
                         os.path.join(root, label_dir, f"{name}.png")) for name in names]
-    return SegmentationSet(CLASSES, PALETTE, examples,
-                           lambda example: read_index_png(example.label_path),
-                           source=f"{root} ({split})")
+    return SegmentationSet(CLASSES, PALETTE, examples, source=f"{root} ({split})")
