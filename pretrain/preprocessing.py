@@ -34,7 +34,11 @@ def train_image(encoded, size):
 
 def eval_image(encoded, size, central_fraction):
     """The central `central_fraction` of the image, resized to size x size."""
-    image = tf.image.central_crop(decode(encoded), central_fraction)
-    image = tf.image.resize(image, (size, size))
+    return eval_crop(decode(encoded), size, central_fraction)
+
+
+def eval_crop(image, size, central_fraction):
+    """The evaluation crop of a decoded uint8 H x W x 3 image, in the model's input range."""
+    image = tf.image.resize(tf.image.central_crop(image, central_fraction), (size, size))
     image.set_shape((size, size, 3))
     return preprocess(image)

@@ -1,12 +1,16 @@
 """`deeplab-xception export`: a DeepLab model as a SavedModel, ONNX or TFLite segmenter."""
 
-from deeplab_xception.predict import load_segmentation_model
-from deeplab_xception.export import FORMATS, export
+from deeplab_xception.cli.options import EXPORT_FORMATS
 
 
 def run(args):
+    from deeplab_xception.export import check_target, export, require_modules
+    from deeplab_xception.predict import load_segmentation_model
+
+    check_target(args.output, args.format, args.overwrite)  # before the minutes of loading
+    require_modules(args.format)
     model = load_segmentation_model(args.weights, args.output_stride)
-    path = export(model, args.output, args.format, args.input_size)
+    path = export(model, args.output, args.format, args.input_size, overwrite=args.overwrite)
     size = "x".join(map(str, args.input_size)) if args.input_size else "any size"
     print(f"{path}: {args.format}, uint8 images ({size}) -> labels and probabilities "
           f"of {model.num_classes} classes")
@@ -20,9 +24,13 @@ def register(subparsers):
                     "(float32 N x H x W x classes) out. Preprocessing and upsampling are inside.")
     parser.add_argument("--weights", required=True,
                         help=".keras model, official checkpoint (prefix, directory, .tar.gz, URL) or zoo name")
-    parser.add_argument("--format", required=True, choices=sorted(FORMATS))
+    parser.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     parser.add_argument("--output", required=True,
-                        help="the file (.onnx, .tflite) or directory (saved_model) to write")
+                        help="the file (.onnx, .tflite) or directory (saved_model) to write; "
+                             "must not exist unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a previous export of the same format at --output "
+                             "(never a folder holding anything else)")
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
                         help="fix the input to one image of H x W (required for tflite; "
                              "default: any batch and size)")

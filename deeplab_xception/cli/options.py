@@ -1,6 +1,16 @@
-"""Options that several subcommands share, defined once."""
+"""Options that several subcommands share, defined once.
+
+Only the standard library here: `--help` must answer without TensorFlow or
+Keras. The name lists below mirror the library's registries (a test checks).
+"""
 
 import argparse
+
+KINDS = ("deeplab", "classifier", "backbone")  # deeplab_xception.models.KINDS
+DATASET_FORMATS = ("ade20k", "cityscapes", "coco", "generic", "voc")  # segment.datasets.FORMATS
+NAMED_DATASETS = ("ade20k", "cityscapes", "voc")  # the formats with a fixed class list
+EXPORT_FORMATS = ("onnx", "saved_model", "tflite")  # deeplab_xception.export.FORMATS
+DEFAULT_MAX_PIXELS = 100_000_000  # deeplab_xception.inference.DEFAULT_MAX_PIXELS
 
 
 def positive_scale(text):
