@@ -51,7 +51,7 @@ def write_inputs(model_path, photo_path, size):
         model.save(model_path)
 
 
-def phases(model_path, photo_path):
+def phases(model_path, photo_path, freeze_after_pixels):
     """[(phase, seconds, peak RSS GiB after it)] of one segmentation, step by step."""
     rows = []
 
@@ -73,7 +73,8 @@ def phases(model_path, photo_path):
     logits = keras.Model(model.input, model.get_layer(model.LOGITS).output)
     folded = inference.fold_batch_norms(logits)
     t = mark("fold_batch_norms", t)
-    call = inference.compiled_call(logits)
+    call = inference.compiled_call(
+        logits, *([] if freeze_after_pixels is None else [freeze_after_pixels]))
     t = mark("compiled_call (fold + build the inference function)", t)
     images = inference.preprocess(read_image(photo_path)[None])
     call(images)
@@ -106,17 +107,17 @@ def main():
     parser.add_argument("--phases", action="store_true", help="time each step in this process")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", help="JSON results")
+    parser.add_argument("--freeze-after-pixels", type=int, help="--phases: 0 freezes at once "
+                        "(the behaviour before InferenceFunction); default the package's")
+    parser.add_argument("--write-inputs", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if not (os.path.exists(args.model) and os.path.exists(args.photo)):
-        subprocess.run([sys.executable, __file__, "--model", args.model, "--photo", args.photo,
-                        "--size", *map(str, args.size), "--repeats", "0"], check=True)
-        if args.repeats == 0:
-            return
-    if args.repeats == 0:
-        write_inputs(args.model, args.photo, args.size)
-        return
+    if args.write_inputs:
+        return write_inputs(args.model, args.photo, args.size)
+    if not (os.path.exists(args.model) and os.path.exists(args.photo)):  # in its own process
+        subprocess.run([sys.executable, __file__, "--write-inputs", "--model", args.model,
+                        "--photo", args.photo, "--size", *map(str, args.size)], check=True)
     if args.phases:
-        rows = phases(args.model, args.photo)
+        rows = phases(args.model, args.photo, args.freeze_after_pixels)
         for name, seconds, peak in rows:
             print(f"{name:55s} {seconds:7.2f} s  peak RSS {peak:5.2f} GiB")
         result = {"phases": [{"phase": n, "seconds": s, "peak_rss_gib": p} for n, s, p in rows]}

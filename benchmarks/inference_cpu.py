@@ -34,7 +34,7 @@ def timings(seconds):
 
 
 def time_ours(model, batch, size, repeats):
-    run = compiled_call(model)
+    run = compiled_call(model, freeze_after_pixels=0)  # the steady state
     images = np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype("float32")
     run(images)
     seconds = []

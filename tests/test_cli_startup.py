@@ -100,3 +100,15 @@ def test_segment_prints_only_its_own_lines_unless_verbose(inputs, tmp_path, verb
     else:
         assert result.stderr.splitlines() == [own]
     assert result.stdout.splitlines() == [f"1 image segmented into {tmp_path}; 1 failed"]
+
+
+def test_inference_starts_unfrozen_and_freezes_once_it_pays_off():
+    from deeplab_xception.inference import compiled_call
+
+    model = build_model("deeplab", backbone="xception_tiny", num_classes=3)
+    randomize_weights(model, scale=0.2)
+    images = np.random.default_rng(1).uniform(-1, 1, (1, 33, 41, 3)).astype("float32")
+    call = compiled_call(model, freeze_after_pixels=2 * 33 * 41)
+    for frozen in (False, False, True, True):
+        np.testing.assert_allclose(call(images), model(images, training=False), atol=1e-5)
+        assert (call.frozen is not None) == frozen
