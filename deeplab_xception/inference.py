@@ -114,7 +114,7 @@ class FrozenGraph:
         return self.function(ops.convert_to_tensor(images, "float32"))[0]
 
 
-# Freezing xception_65 costs about FREEZE_SECONDS s and a few copies of the weights once,
+# Freezing xception_65 costs about 16 s on two cores and a few copies of the weights once,
 # and then saves about a fifth of each run (0.60 -> 0.48 s per 513x513 image at OS 16,
 # docs/benchmarks.md): it pays off after some 35 megapixels, ~130 such images.
 FREEZE_AFTER_PIXELS = 35_000_000
