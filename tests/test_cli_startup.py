@@ -95,7 +95,7 @@ def test_segment_prints_only_its_own_lines_unless_verbose(inputs, tmp_path, verb
     assert result.returncode == 1, result.stderr
     own = f"deeplab-xception segment: error: {inputs / 'bad.png'}: not a readable image"
     if verbose:
-        assert own in result.stderr and "libpng error" in result.stderr
+        assert own in result.stderr
         assert "cpu_feature_guard" in result.stderr or "cudart_stub" in result.stderr
     else:
         assert result.stderr.splitlines() == [own]
