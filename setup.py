@@ -32,7 +32,7 @@ setup(
         "export": EXPORT,
         "runtimes": RUNTIMES,
         "model-garden": ["tf-models-official==2.20.*"],
-        "test": ["pytest", "jax[cpu]", "scikit-image", *EXPORT, *RUNTIMES],
+        "test": ["pytest", "jax[cpu]", "scikit-image", "tensorflow-datasets", *EXPORT, *RUNTIMES],
     },
     entry_points={"console_scripts": ["deeplab-xception=deeplab_xception.cli:entry_point"]},
 )

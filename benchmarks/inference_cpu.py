@@ -39,7 +39,7 @@ def timings(seconds):
 
 
 def time_ours(model, batch, size, repeats, precision):
-    run = compiled_call(model, precision)
+    run = compiled_call(model, precision, freeze_after_pixels=0)  # the steady state
     images = np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype("float32")
     np.asarray(run(images))
     seconds = []

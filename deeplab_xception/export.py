@@ -11,6 +11,7 @@ int8 by the TFLite converter, calibrated on a few images.
 import importlib.util
 import os
 import shutil
+import tempfile
 
 import cv2
 import keras
@@ -24,8 +25,7 @@ from deeplab_xception.precision import resolve_precision, with_precision
 from deeplab_xception.preprocessing import preprocess
 
 FORMATS = {"saved_model": "tf_saved_model", "tflite": "litert", "onnx": "onnx"}
-# What a format needs beyond the core install, and the extra that installs it.
-OPTIONAL = {"onnx": (("tf2onnx", "onnx"), "export")}
+SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}  # Keras' LiteRT exporter insists on its own
 
 
 @keras.saving.register_keras_serializable(package="deeplab_xception")
@@ -118,19 +118,18 @@ def _int8_options(calibration_images, image_size):
 
 
 def export(model, path, fmt, image_size=None, precision="float32", quantize=None,
-           calibration_images=()):
-    """Writes `model` in format `fmt` ("saved_model", "tflite" or "onnx") at `path`, atomically.
+           calibration_images=(), overwrite=False):
+    """Writes `model` in format `fmt` ("saved_model", "tflite" or "onnx") at `path`.
 
     The network computes in export_precision(fmt, precision, quantize);
     `quantize="int8"` (TFLite) calibrates on `calibration_images` (paths).
+    The export goes to a temporary name beside `path` and is renamed into
+    place, so a failure leaves no half-written output. An existing `path` is
+    refused unless `overwrite`, and even then only a previous export of the
+    same format is replaced (see `check_target`).
     """
     if fmt not in FORMATS:
         raise UserError(f"--format: {fmt!r} is not one of {sorted(FORMATS)}")
-    modules, extra = OPTIONAL.get(fmt, ((), None))
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise UserError(f"--format {fmt}: needs {' and '.join(missing)}; "
-                        f"pip install 'deeplab-xception[{extra}]'")
     if fmt == "tflite" and image_size is None:
         raise UserError("--input-size: TFLite needs a fixed input size, e.g. --input-size 513 513")
     if image_size is not None and min(image_size) < 1:
@@ -140,23 +139,73 @@ def export(model, path, fmt, image_size=None, precision="float32", quantize=None
         raise UserError("--calibration-images: only for --quantize int8")
     options = _int8_options(calibration_images, image_size) if quantize else {}
     path = os.fspath(path)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), ".tmp-" + os.path.basename(path))
-    _remove(tmp)
+    check_target(path, fmt, overwrite)
+    require_modules(fmt)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=directory)
     try:
+        written = os.path.join(staging, "export" + SUFFIXES.get(fmt, ""))
         serving = serving_model(model, image_size,
                                 "bfloat16" if computed_in == "bfloat16" else "float32")
         signature = [keras.InputSpec(shape=serving.inputs[0].shape, dtype="uint8", name="images")]
-        serving.export(tmp, format=FORMATS[fmt], input_signature=signature, verbose=False,
+        serving.export(written, format=FORMATS[fmt], input_signature=signature, verbose=False,
                        **options)
-        _remove(path)
-        os.replace(tmp, path)
+        if os.path.lexists(path):  # a previous export, checked above: swap it out, then drop it
+            os.replace(path, os.path.join(staging, "previous"))
+        os.replace(written, path)
     finally:
-        _remove(tmp)
+        shutil.rmtree(staging)
     return path
 
 
-def _remove(path):
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    elif os.path.exists(path):
-        os.remove(path)
+# What a SavedModel folder holds; a folder with anything else is not a previous export.
+SAVED_MODEL_ENTRIES = {"saved_model.pb", "fingerprint.pb", "variables", "assets"}
+# How each file format is recognized, beside its extension: a test of its first bytes.
+FILE_SIGNATURES = {
+    "onnx": lambda head: head[:1] == b"\x08",  # ModelProto starts with ir_version
+    "tflite": lambda head: head[4:8] == b"TFL3",  # the flatbuffer's identifier
+}
+# What a format needs beyond the core install (the `export` extra installs it).
+EXTRA_MODULES = {"onnx": ("tf2onnx", "onnx")}
+
+
+def check_target(path, fmt, overwrite):
+    """Raises UserError unless `path` is free, or `overwrite` and `path` is a previous
+    `fmt` export: never a folder that holds anything else, the working folder, one above
+    it, the home folder or the root."""
+    if not os.path.lexists(path):
+        return
+    if not overwrite:
+        raise UserError(f"--output: {path} already exists; give --overwrite to replace "
+                        f"a previous {fmt} export")
+    real = os.path.realpath(path)
+    protected = {os.path.realpath(p) for p in (os.sep, os.path.expanduser("~"))}
+    cwd = os.path.realpath(os.getcwd())
+    if real in protected or cwd == real or cwd.startswith(real.rstrip(os.sep) + os.sep):
+        raise UserError(f"--output: {path} is the working, home or root folder; "
+                        "choose a new path")
+    if not is_previous_export(path, fmt):
+        raise UserError(f"--output: {path} is not a previous {fmt} export; "
+                        "--overwrite replaces nothing else")
+
+
+def is_previous_export(path, fmt):
+    """Whether `path` holds a `fmt` export and nothing else, recognized by its contents."""
+    if os.path.islink(path):
+        return False
+    if fmt == "saved_model":
+        return (os.path.isdir(path) and "saved_model.pb" in os.listdir(path)
+                and set(os.listdir(path)) <= SAVED_MODEL_ENTRIES)
+    if not (os.path.isfile(path) and path.lower().endswith(SUFFIXES[fmt])):
+        return False
+    with open(path, "rb") as f:
+        return FILE_SIGNATURES[fmt](f.read(8))
+
+
+def require_modules(fmt):
+    """Raises UserError naming the extra to install when `fmt` needs a missing module."""
+    missing = [m for m in EXTRA_MODULES.get(fmt, ()) if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"--format {fmt}: needs {' and '.join(missing)}; "
+                        "install them with: pip install 'deeplab-xception[export]'")

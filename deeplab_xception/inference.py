@@ -114,15 +114,51 @@ class FrozenGraph:
         return self.function(ops.convert_to_tensor(images, "float32"))[0]
 
 
-def compiled_call(model, precision="float32"):
+# Freezing xception_65 costs about 16 s on two cores and a few copies of the weights once,
+# and then saves about a fifth of each run (0.60 -> 0.48 s per 513x513 image at OS 16,
+# docs/benchmarks.md): it pays off after some 35 megapixels, ~130 such images.
+FREEZE_AFTER_PIXELS = 35_000_000
+
+
+class InferenceFunction:
+    """`model`'s inference for every input size, first as a `tf.function` that reads
+    the variables (seconds to start), then, once `freeze_after_pixels` pixels have
+    gone through, as a FrozenGraph (faster per image, slow to build): one photo
+    never pays for freezing, a folder of photos soon gains from it."""
+
+    input_shape = (None, None, None, 3)
+
+    def __init__(self, model, freeze_after_pixels=FREEZE_AFTER_PIXELS):
+        import tensorflow as tf
+
+        self.model = model
+        self.freeze_after_pixels = freeze_after_pixels
+        self.pixels = 0
+        self.frozen = FrozenGraph(model) if freeze_after_pixels == 0 else None
+        self.function = tf.function(
+            lambda images: model(images, training=False), jit_compile=False,
+            input_signature=[tf.TensorSpec(self.input_shape, tf.float32)])
+
+    def __call__(self, images):
+        images = ops.convert_to_tensor(images, "float32")
+        if self.frozen is None:
+            self.pixels += int(np.prod(images.shape[:3]))
+            if self.pixels <= self.freeze_after_pixels:
+                return self.function(images)
+            self.frozen = FrozenGraph(self.model)
+        return self.frozen(images)
+
+
+def compiled_call(model, precision="float32", freeze_after_pixels=FREEZE_AFTER_PIXELS):
     """`model` as one inference function for every input size, batch norms folded
     (in float32, before any cast) and computing in `precision` ("float32",
-    "bfloat16" or "auto", see deeplab_xception.precision): a FrozenGraph on
-    TensorFlow; other backends call the folded model directly."""
+    "bfloat16" or "auto", see deeplab_xception.precision): an InferenceFunction on
+    TensorFlow (freeze_after_pixels=0: frozen from the start, as benchmarks want);
+    other backends call the folded model directly."""
     inference = with_precision(fold_batch_norms(model), resolve_precision(precision))
     if keras.backend.backend() != "tensorflow":
         return lambda images: inference(images, training=False)
-    return FrozenGraph(inference)
+    return InferenceFunction(inference, freeze_after_pixels)
 
 
 def pixel_limit_problem(height, width, scales=(1.0,), max_pixels=DEFAULT_MAX_PIXELS):

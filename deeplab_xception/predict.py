@@ -51,11 +51,17 @@ def _images_in(paths):
 
 
 def plan_outputs(images, output_dir, kinds):
-    """{image: {kind: output path}}; outputs may overwrite neither each other nor an input."""
+    """{image: {kind: output path}}; outputs may overwrite neither each other nor an input.
+
+    Outputs go straight into `output_dir`, named after their image; when two
+    images in different folders share a name (IMG_0001.jpg from two cameras),
+    every output goes to its image's folder relative to the folder all the
+    images share, mirrored under `output_dir`.
+    """
     inputs = {os.path.realpath(path): path for path in images}
     owners, plans = {}, {}
-    for path in images:
-        stem = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0])
+    for path, name in zip(images, output_names(images)):
+        stem = os.path.join(output_dir, name)
         plan = {kind: stem + OUTPUT_SUFFIXES[kind] for kind in kinds}
         for output in plan.values():
             real = os.path.realpath(output)
@@ -67,6 +73,18 @@ def plan_outputs(images, output_dir, kinds):
                                 "their outputs would overwrite each other")
         plans[path] = plan
     return plans
+
+
+def output_names(images):
+    """Each image's name without extension, prefixed with its folder relative to all the
+    images' common folder when names alone would collide."""
+    stems = [os.path.splitext(os.path.basename(path))[0] for path in images]
+    if len(set(stems)) == len(stems):
+        return stems
+    folders = [os.path.dirname(os.path.abspath(path)) for path in images]
+    common = os.path.commonpath(folders)
+    return [os.path.normpath(os.path.join(os.path.relpath(folder, common), stem))
+            for folder, stem in zip(folders, stems)]
 
 
 def load_segmentation_model(weights, output_stride=None):

@@ -20,7 +20,8 @@ PALETTE = ((0, 0, 0), (220, 40, 40), (40, 200, 40), (50, 80, 230))
 
 def _draw(image, mask, class_id, rng, size):
     radius = int(rng.integers(size // 8, size // 4 + 1))
-    cy, cx = (int(v) for v in rng.integers(radius, size - radius, 2))
+    margin = int(radius * 1.25)
+    cy, cx = (int(v) for v in rng.integers(margin, size - margin, 2))
     color = np.array(PALETTE[class_id], float) * rng.uniform(0.7, 1.1)
     color = tuple(int(c) for c in np.clip(color, 0, 255))
     if class_id == 1:
@@ -30,9 +31,10 @@ def _draw(image, mask, class_id, rng, size):
         for target, value in ((image, color), (mask, class_id)):
             cv2.rectangle(target, (cx - radius, cy - radius), (cx + radius, cy + radius), value,
                           thickness=-1)
-    else:
-        points = np.array([(cx, cy - radius), (cx - radius, cy + radius),
-                           (cx + radius, cy + radius)], np.int32)
+    else:  # 1.25x wider and taller than the square's radius: about the disc's area
+        half = int(radius * 1.25)
+        points = np.array([(cx, cy - half), (cx - half, cy + half),
+                           (cx + half, cy + half)], np.int32)
         for target, value in ((image, color), (mask, class_id)):
             cv2.fillPoly(target, [points], value)
 
@@ -47,7 +49,7 @@ def make_example(rng, size):
     return image, mask
 
 
-def write_synthetic_dataset(root, num_train=48, num_val=12, size=65, seed=0):
+def write_synthetic_dataset(root, num_train=48, num_val=24, size=65, seed=0):
     """Writes the set under `root` (generic layout) and returns `root`."""
     rng = np.random.default_rng(seed)
     os.makedirs(root, exist_ok=True)

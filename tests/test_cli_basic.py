@@ -12,8 +12,10 @@ from PIL import Image
 
 from deeplab_xception import build_model
 from deeplab_xception.cli import main
+from deeplab_xception.cli.classify import imagenet_names
 from deeplab_xception.inference import Segmenter
 from deeplab_xception.io import read_image
+from conftest import REPO
 from helpers import central_crop_resized, randomize_weights
 from test_weights import official_arrays, write_official_checkpoint
 
@@ -69,9 +71,34 @@ def test_classify_prints_top_k_probabilities(files, capsys):
         assert sum(probabilities) == pytest.approx(1.0, abs=1e-5)
         for entry in result["top_k"]:
             assert entry["probability"] == pytest.approx(expected[entry["class"]], abs=1e-4)
-    assert main(["classify", files["images"][0], "--weights", str(files["root"] / "classifier.keras"),
-                 "--top-k", "2"]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == 3
+    assert main(["classify", files["images"][0], files["not_image"], "--weights",
+                 str(files["root"] / "classifier.keras"), "--top-k", "2"]) == 1
+    captured = capsys.readouterr()
+    assert len(captured.out.strip().splitlines()) == 3
+    assert captured.err.strip() == (
+        f"deeplab-xception classify: error: {files['not_image']}: not a readable image")
+
+
+def test_imagenet_class_names_follow_the_imagenet_synset_order(tmp_path, capsys):
+    import importlib.util
+
+    tfds = importlib.util.find_spec("tensorflow_datasets").submodule_search_locations[0]
+    with open(os.path.join(tfds, "datasets", "imagenet2012", "labels.txt")) as f:
+        synsets = f.read().split()
+    shipped = (REPO / "deeplab_xception" / "data" / "imagenet_classes.txt").read_text()
+    assert [line.split("\t")[0] for line in shipped.splitlines()] == synsets
+    names = imagenet_names(1000)
+    assert (names[0], names[1], names[134], names[517], names[999]) == (
+        "tench", "goldfish", "crane", "crane", "toilet tissue")  # the bird and the machine
+    assert imagenet_names(1001) == ["background"] + names and imagenet_names(6) is None
+    classifier = build_model("classifier", backbone="xception_tiny", num_classes=1001)
+    classifier.save(tmp_path / "imagenet.keras")
+    image = tmp_path / "gray.png"
+    cv2.imwrite(str(image), np.full((40, 30, 3), 128, np.uint8))
+    assert main(["classify", str(image), "--weights", str(tmp_path / "imagenet.keras"),
+                 "--top-k", "3", "--format", "json"]) == 0
+    for entry in json.loads(capsys.readouterr().out)[0]["top_k"]:
+        assert entry["name"] == (["background"] + names)[entry["class"]]
 
 
 def test_convert_writes_a_model_file_equal_to_the_checkpoint(files, tmp_path, capsys):
@@ -102,7 +129,8 @@ def test_bad_inputs_are_one_line_errors(files, tmp_path, capsys):
     assert _error_line(capsys) == f"deeplab-xception segment: error: {missing}: no such file"
     assert main(["segment", files["not_image"], "--weights", weights, "--output-dir", out]) == 2
     assert _error_line(capsys).endswith(f"{files['not_image']}: not a readable image")
-    assert main(["classify", files["not_image"], "--weights", weights]) == 2
+    classifier = str(files["root"] / "classifier.keras")
+    assert main(["classify", files["not_image"], "--weights", classifier]) == 2
     assert "not a readable image" in _error_line(capsys)
     assert main(["classify", files["images"][0], "--weights", weights]) == 2
     assert "holds a DeepLabV3Plus, not an image classifier" in _error_line(capsys)

@@ -174,14 +174,34 @@ def test_outputs_never_overwrite_inputs_or_each_other(files, tmp_path, capsys):
         f"deeplab-xception segment: error: {copy / 'camera.png'}: would overwrite the input "
         f"image {copy / 'camera.png'}; choose another --output-dir"]
     assert (copy / "camera.png").read_bytes() == before
-    assert main(["segment", str(files["photos"] / "camera.png"), str(copy / "camera.png"),
+    cv2.imwrite(str(copy / "camera.jpg"), cv2.imread(str(copy / "camera.png")))
+    assert main(["segment", str(copy / "camera.png"), str(copy / "camera.jpg"),
                  "--weights", files["weights"], "--output-dir", str(tmp_path / "out")]) == 2
-    assert "same name as" in _stderr_lines(capsys)[0]
+    assert "camera.jpg: same name as" in _stderr_lines(capsys)[0]
     assert main(["segment", str(copy), "--weights", files["weights"],
                  "--output-dir", str(copy / "camera.png")]) == 2
     assert _stderr_lines(capsys)[0].endswith(
         f"--output-dir: {copy / 'camera.png'} is a file, not a directory")
     assert not (tmp_path / "out").exists()
+
+
+def test_images_sharing_a_name_mirror_their_folders(files, tmp_path, capsys):
+    cameras = {"a": files["photos"] / "astronaut.jpg", "b": files["photos"] / "rotated.jpg",
+               "b/old": files["photos"] / "camera.png"}
+    for folder, source in cameras.items():
+        (tmp_path / "photos" / folder).mkdir(parents=True)
+        (tmp_path / "photos" / folder / "IMG_0001.jpg").write_bytes(source.read_bytes())
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "photos" / "**" / "*.jpg"), "--weights",
+                 files["weights"], "--output-dir", str(out)]) == 0
+    capsys.readouterr()
+    written = sorted(os.path.relpath(os.path.join(d, n), out) for d, _, ns in os.walk(out) for n in ns)
+    assert written == ["a/IMG_0001.png", "b/IMG_0001.png", "b/old/IMG_0001.png"]
+    for folder, source in cameras.items():  # each label map is its own image's
+        assert main(["segment", str(source), "--weights", files["weights"],
+                     "--output-dir", str(tmp_path / "alone" / folder)]) == 0
+        alone = tmp_path / "alone" / folder / (source.stem + ".png")
+        assert (out / folder / "IMG_0001.png").read_bytes() == alone.read_bytes()
 
 
 def test_batches_give_the_same_labels_and_class_options(files, tmp_path, capsys):

@@ -1,10 +1,14 @@
-"""`deeplab-xception` command line: one module per subcommand, each with `register`."""
+"""`deeplab-xception` command line: one module per subcommand, each with `register`.
+
+The subcommand modules import TensorFlow, Keras and the models only inside
+their `run`, so `--help` answers at once.
+"""
 
 import argparse
 import importlib
-import os
 import sys
 
+from deeplab_xception.cli.quiet import filter_native_stderr, quiet_environment
 from deeplab_xception.errors import ClusterLost, UserError
 
 # Subcommand modules under deeplab_xception.cli, in the order `--help` lists them.
@@ -12,14 +16,22 @@ COMMANDS = ("demo", "segment", "classify", "export", "convert", "budget", "pretr
             "configs")
 
 
-def main(argv=None):
+def main(argv=None, filter_stderr=False):
+    """Runs one command; `filter_stderr` (the installed command) also keeps native
+    libraries' log lines off the terminal unless --verbose."""
     parser = argparse.ArgumentParser(
         prog="deeplab-xception",
         description="DeepLabv3+ with modified Xception: pretrain, fine-tune, segment.")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's and other libraries' own log lines")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"deeplab_xception.cli.{name}").register(subparsers)
     args = parser.parse_args(argv)
+    if not args.verbose:
+        quiet_environment()
+        if filter_stderr:
+            filter_native_stderr()
     try:
         return args.run(args) or 0
     except UserError as e:
@@ -34,8 +46,4 @@ def main(argv=None):
 
 
 def entry_point():
-    # TF's C++ logs (server start-up, a CUDA probe on machines without a GPU)
-    # are noise on a terminal; real failures still surface as Python errors.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    sys.exit(main())
+    sys.exit(main(filter_stderr=True))

@@ -2,10 +2,8 @@
 
 import json
 
-from deeplab_xception.budget import budget, plot_budget, plot_format
-from deeplab_xception.cli.options import add_precision_option
+from deeplab_xception.cli.options import KINDS, add_precision_option
 from deeplab_xception.errors import ArgumentError, UserError
-from deeplab_xception.models import KINDS
 
 # `budget` argument: the flag that sets it.
 FLAGS = {"kind": "--kind", "backbone": "--backbone", "input_size": "--input-size",
@@ -62,6 +60,8 @@ def format_table(rows, breakdown=False):
 
 
 def run(args):
+    from deeplab_xception.budget import budget, plot_budget, plot_format
+
     if args.kind != "deeplab" and not (args.decoder and args.separable):
         raise UserError("--no-decoder and --no-separable apply to --kind deeplab only")
     if args.plot:

@@ -1,10 +1,7 @@
 """`deeplab-xception convert`: any weights the package reads, as the package's .keras model file."""
 
-from deeplab_xception.backbones import Backbone
+from deeplab_xception.cli.options import KINDS
 from deeplab_xception.errors import ArgumentError, UserError
-from deeplab_xception.io import atomic_path
-from deeplab_xception.models import KINDS
-from deeplab_xception.weights import load_model
 
 # `load_model` argument: the flag that sets it.
 FLAGS = {"kind": "--kind", "num_classes": "--num-classes", "output_stride": "--output-stride"}
@@ -12,6 +9,8 @@ FLAGS = {"kind": "--kind", "num_classes": "--num-classes", "output_stride": "--o
 
 def describe(model):
     """One line: what the model is, its classes, output stride and size."""
+    from deeplab_xception.backbones import Backbone
+
     backbone = model if isinstance(model, Backbone) else model.backbone
     parts = [f"{model.__class__.__name__} on {backbone.name}"]
     if getattr(model, "num_classes", None):
@@ -22,6 +21,9 @@ def describe(model):
 
 
 def run(args):
+    from deeplab_xception.io import atomic_path
+    from deeplab_xception.weights import load_model
+
     if not args.dst.endswith(".keras"):
         raise UserError(f"{args.dst}: the output must be a .keras file")
     try:

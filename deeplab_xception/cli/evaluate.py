@@ -1,17 +1,15 @@
 """`deeplab-xception evaluate`: mIoU and per-class IoU of a model on a dataset split."""
 
-from deeplab_xception.cli.options import add_eval_options, add_precision_option
+from deeplab_xception.cli.options import DATASET_FORMATS, add_eval_options, add_precision_option
 
 
 def register(subparsers):
-    from segment.datasets import FORMATS
-
     parser = subparsers.add_parser(
         "evaluate", help="mIoU, per-class IoU and confusion matrix on a segmentation dataset")
     parser.add_argument("--weights", required=True,
                         help="a DeepLab model.keras, an official DeepLab checkpoint or a zoo name")
     parser.add_argument("--data", required=True, help="the dataset's root folder")
-    parser.add_argument("--format", default="generic", choices=sorted(FORMATS))
+    parser.add_argument("--format", default="generic", choices=DATASET_FORMATS)
     parser.add_argument("--split", default="val")
     parser.add_argument("--categories", default="",
                         help="COCO only: comma-separated category names (classes 1..K)")

@@ -2,8 +2,6 @@
 
 import os
 
-from deeplab_xception.config import load_config
-
 
 def register(subparsers):
     parser = subparsers.add_parser(
@@ -15,6 +13,7 @@ def register(subparsers):
 
 
 def run(args):
+    from deeplab_xception.config import load_config
     from deeplab_xception.training.trainer import prepare, train
     from segment.config import SegmentConfig
     from segment.pipeline import label_errors_reported

@@ -1,6 +1,17 @@
-"""Options that several subcommands share, defined once."""
+"""Options that several subcommands share, defined once.
+
+Only the standard library here: `--help` must answer without TensorFlow or
+Keras. The name lists below mirror the library's registries (a test checks).
+"""
 
 import argparse
+
+KINDS = ("deeplab", "classifier", "backbone")  # deeplab_xception.models.KINDS
+DATASET_FORMATS = ("ade20k", "cityscapes", "coco", "generic", "voc")  # segment.datasets.FORMATS
+NAMED_DATASETS = ("ade20k", "cityscapes", "voc")  # the formats with a fixed class list
+EXPORT_FORMATS = ("onnx", "saved_model", "tflite")  # deeplab_xception.export.FORMATS
+PRECISIONS = ("auto", "float32", "bfloat16")  # deeplab_xception.precision.PRECISIONS
+DEFAULT_MAX_PIXELS = 100_000_000  # deeplab_xception.inference.DEFAULT_MAX_PIXELS
 
 
 def positive_scale(text):
@@ -57,8 +68,6 @@ def add_eval_options(parser):
 
 def add_precision_option(parser, default):
     """--precision: what the network computes in; softmax, argmax and averaging stay float32."""
-    from deeplab_xception.precision import PRECISIONS
-
     parser.add_argument("--precision", choices=PRECISIONS, default=default,
                         help="what the network computes in: bfloat16 (weights stay float32, "
                              "logits float32), float32, or auto: bfloat16 where the CPU has "

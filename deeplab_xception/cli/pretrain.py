@@ -7,7 +7,6 @@ a cluster; `--local-cluster workers=N,ps=M` starts such a cluster here.
 import os
 import sys
 
-from deeplab_xception.config import load_config
 from deeplab_xception.errors import UserError
 
 
@@ -37,10 +36,11 @@ def register(subparsers):
 
 def _child_command(args):
     return [sys.executable, "-c", "from deeplab_xception.cli import entry_point; entry_point()",
-            "pretrain", "--config", args.config, *args.overrides]
+            *(["--verbose"] if args.verbose else []), "pretrain", "--config", args.config, *args.overrides]
 
 
 def run(args):
+    from deeplab_xception.config import load_config
     from pretrain.config import PretrainConfig
 
     config = load_config(PretrainConfig, args.config, args.overrides)

@@ -3,20 +3,24 @@
 import os
 import sys
 
-from tqdm import tqdm
-
-from deeplab_xception.cli.options import add_eval_options, add_precision_option, positive_int
+from deeplab_xception.cli.options import (DEFAULT_MAX_PIXELS, NAMED_DATASETS, add_eval_options,
+                                          add_precision_option, positive_int)
 from deeplab_xception.errors import UserError
-from deeplab_xception.inference import DEFAULT_MAX_PIXELS, Segmenter
-from deeplab_xception.predict import (class_table, find_images, load_segmentation_model,
-                                      named_datasets, plan_outputs, read_batches, segment_batch)
 
 
 def report(message):
+    from tqdm import tqdm
+
     tqdm.write(f"deeplab-xception segment: error: {message}", file=sys.stderr)
 
 
 def run(args):
+    from tqdm import tqdm
+
+    from deeplab_xception.inference import Segmenter
+    from deeplab_xception.predict import (class_table, find_images, load_segmentation_model,
+                                          plan_outputs, read_batches, segment_batch)
+
     if args.batch_size < 1:
         raise UserError(f"--batch-size: must be at least 1, got {args.batch_size}")
     if not 0 <= args.alpha <= 1:
@@ -57,8 +61,6 @@ def run(args):
 
 
 def register(subparsers):
-    from segment.datasets import FORMATS
-
     parser = subparsers.add_parser(
         "segment", help="label maps, overlays and class shares for images",
         description="Writes OUTPUT_DIR/<name>.png per image: the class index of every pixel as an "
@@ -70,7 +72,7 @@ def register(subparsers):
     parser.add_argument("--weights", required=True,
                         help=".keras model, official checkpoint (prefix, directory, .tar.gz, URL) or zoo name")
     parser.add_argument("--output-dir", required=True, help="where the outputs go")
-    parser.add_argument("--dataset", choices=sorted(named_datasets(FORMATS)),
+    parser.add_argument("--dataset", choices=NAMED_DATASETS,
                         help="class names and colors (default: the dataset with the model's "
                              "number of classes, else numbered classes)")
     parser.add_argument("--classes", metavar="FILE",

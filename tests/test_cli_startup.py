@@ -1,0 +1,116 @@
+"""The command line answers `--help` without TensorFlow, and keeps native log lines quiet."""
+
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from deeplab_xception import build_model
+from deeplab_xception.cli import COMMANDS
+from helpers import randomize_weights
+
+ENTRY = [sys.executable, "-c", "from deeplab_xception.cli import entry_point; entry_point()"]
+HEAVY = ("tensorflow", "keras", "jax", "cv2", "numpy")
+
+
+def test_help_imports_no_framework_and_answers_at_once():
+    script = (
+        "import sys, time\n"
+        "start = time.perf_counter()\n"
+        "from deeplab_xception.cli import COMMANDS, main\n"
+        "for argv in [['--help']] + [[name, '--help'] for name in COMMANDS]:\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, argv\n"
+        f"print(time.perf_counter() - start, [m for m in {HEAVY!r} if m in sys.modules])\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=True)
+    seconds, imported = result.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert imported == "[]"
+    assert float(seconds) < 2.0  # all ten help texts, on a busy machine; TensorFlow alone takes 6 s
+    for name in COMMANDS:
+        assert f"    {name}" in result.stdout
+
+
+def test_name_lists_for_help_match_the_library():
+    from deeplab_xception.cli import options
+    from deeplab_xception.inference import DEFAULT_MAX_PIXELS
+    from deeplab_xception.predict import named_datasets
+    from deeplab_xception.export import FORMATS as EXPORT_FORMATS
+    from deeplab_xception.models import KINDS
+    from deeplab_xception.precision import PRECISIONS
+    from segment.datasets import FORMATS
+
+    assert options.KINDS == KINDS
+    assert options.DATASET_FORMATS == tuple(sorted(FORMATS))
+    assert options.NAMED_DATASETS == tuple(sorted(named_datasets(FORMATS)))
+    assert options.EXPORT_FORMATS == tuple(sorted(EXPORT_FORMATS))
+    assert options.DEFAULT_MAX_PIXELS == DEFAULT_MAX_PIXELS
+    assert options.PRECISIONS == PRECISIONS
+
+
+def test_native_log_lines_are_filtered_and_everything_else_passes():
+    script = (
+        "import os, sys\n"
+        "from deeplab_xception.cli.quiet import filter_native_stderr\n"
+        "filter_native_stderr()\n"
+        "for line in [b'WARNING: All log messages before absl::InitializeLog() is called are "
+        "written to STDERR',\n"
+        "             b'I0000 00:00:1796121837.557908    5212 devices.cc:67] Number of eligible "
+        "GPUs (core count >= 8, compute capability >= 0.0): 0',\n"
+        "             b'2026-12-01 10:41:27.265412: I external/local_xla/xla/tsl/cuda/"
+        "cudart_stub.cc:31] Could not find cuda drivers',\n"
+        "             b'libpng error: IHDR: CRC error', b'kept from C++',\n"
+        "             b'F0000 00:00:1.5 7 x.cc:1] Check failed: fatal lines stay']:\n"
+        "    os.write(2, line + b'\\n')\n"
+        "print('kept from Python', file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True)
+    assert sorted(result.stderr.decode().splitlines()) == [
+        "F0000 00:00:1.5 7 x.cc:1] Check failed: fatal lines stay",
+        "kept from C++", "kept from Python"]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("quiet")
+    model = build_model("deeplab", backbone="xception_tiny", num_classes=3)
+    randomize_weights(model, scale=0.2)
+    model.save(root / "deeplab.keras")
+    cv2.imwrite(str(root / "photo.png"), np.random.default_rng(0).integers(0, 256, (33, 41, 3),
+                                                                              dtype=np.uint8))
+    png = (root / "photo.png").read_bytes()
+    (root / "bad.png").write_bytes(png[:29] + bytes([png[29] ^ 0xFF]) + png[30:])  # IHDR's CRC
+    return root
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_segment_prints_only_its_own_lines_unless_verbose(inputs, tmp_path, verbose):
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",)}
+    command = ENTRY + (["--verbose"] if verbose else []) + [
+        "segment", str(inputs / "photo.png"), str(inputs / "bad.png"),
+        "--weights", str(inputs / "deeplab.keras"), "--output-dir", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert result.returncode == 1, result.stderr
+    own = f"deeplab-xception segment: error: {inputs / 'bad.png'}: not a readable image"
+    if verbose:
+        assert own in result.stderr
+        assert "cpu_feature_guard" in result.stderr or "cudart_stub" in result.stderr
+    else:
+        assert result.stderr.splitlines() == [own]
+    assert result.stdout.splitlines() == [f"1 image segmented into {tmp_path}; 1 failed"]
+
+
+def test_inference_starts_unfrozen_and_freezes_once_it_pays_off():
+    from deeplab_xception.inference import compiled_call
+
+    model = build_model("deeplab", backbone="xception_tiny", num_classes=3)
+    randomize_weights(model, scale=0.2)
+    images = np.random.default_rng(1).uniform(-1, 1, (1, 33, 41, 3)).astype("float32")
+    call = compiled_call(model, freeze_after_pixels=2 * 33 * 41)
+    for frozen in (False, False, True, True):
+        np.testing.assert_allclose(call(images), model(images, training=False), atol=1e-5)
+        assert (call.frozen is not None) == frozen
