@@ -101,7 +101,10 @@ def test_segment_prints_only_its_own_lines_unless_verbose(inputs, tmp_path, verb
         assert "cpu_feature_guard" in result.stderr or "cudart_stub" in result.stderr
     else:
         assert result.stderr.splitlines() == [own]
-    assert result.stdout.splitlines() == [f"1 image segmented into {tmp_path}; 1 failed"]
+    from deeplab_xception.precision import resolve_precision
+
+    assert result.stdout.splitlines() == [
+        f"1 image segmented into {tmp_path} (computed in {resolve_precision('auto')}); 1 failed"]
 
 
 def test_inference_starts_unfrozen_and_freezes_once_it_pays_off():
