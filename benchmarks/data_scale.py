@@ -9,7 +9,7 @@ input pipeline's images/s alone (training augmentation at the config's crop,
 no model). `--checkout` picks the source tree the commands run from, so one
 script measures two versions side by side:
 
-    python benchmarks/data_scale.py --layout voc --sizes 30 100 300 --work-dir /tmp/drill \
+    python benchmarks/data_scale.py --layout voc --sizes 30 100 300 --work-dir drill \
         --checkout . --output voc.json
     python benchmarks/data_scale.py --layout cityscapes --parameter-server 300 ...
 """
@@ -156,7 +156,7 @@ def timed(command, env, first_step=None):
 
 
 def run_size(args, root, layout, count, env):
-    config = os.path.join(REPO, "configs", f"segment_{layout}.yaml")
+    config = f"segment_{layout}.yaml"  # shipped with the package, found by name
     train_split, val_split = f"train_{count}", f"val_{count}"
     overrides = [f"data.root={root}", f"data.train_split={train_split}", f"data.val_split={val_split}",
                  "model.backbone=xception_tiny", "init.weights=''",
@@ -195,7 +195,7 @@ def _with_pipeline_rate(row, config, overrides, env):
 
 def run_parameter_server(args, root, layout, count, env):
     """Fine-tuning from the folder on a local cluster (2 workers, 1 parameter server)."""
-    config = os.path.join(REPO, "configs", f"segment_{layout}.yaml")
+    config = f"segment_{layout}.yaml"  # shipped with the package, found by name
     with tempfile.TemporaryDirectory(dir=args.work_dir) as scratch:
         command = [sys.executable, "-c", "from deeplab_xception.cli import entry_point; entry_point()",
                    "finetune", "--config", config, f"data.root={root}",
