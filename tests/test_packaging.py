@@ -66,5 +66,5 @@ def test_a_missing_optional_dependency_names_its_extra(tmp_path, monkeypatch, ca
             "--output", str(tmp_path / "model.onnx")]
     assert main(argv) == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "needs tf2onnx; pip install 'deeplab-xception[export]'" in error
+    assert error.count("\n") == 1 and "needs tf2onnx; install them with: pip install 'deeplab-xception[export]'" in error
     assert sorted(os.listdir(tmp_path)) == ["model.keras"]

@@ -75,7 +75,7 @@ def test_bfloat16_graph_computes_what_keras_mixed_precision_computes(model):
     mixed = build_model("deeplab", backbone="xception_tiny", num_classes=4, dtype="mixed_bfloat16")
     mixed.set_weights(model.get_weights())
     x = images(1)
-    run = compiled_call(model, "bfloat16")
+    run = compiled_call(model, "bfloat16", freeze_after_pixels=0)  # the frozen graph
     ours, reference, exact = np.asarray(run(x)), np.asarray(mixed(x)), np.asarray(model(x))
     assert ours.dtype == np.float32
     scale = np.abs(exact).max()
@@ -84,7 +84,7 @@ def test_bfloat16_graph_computes_what_keras_mixed_precision_computes(model):
     assert np.abs(ours - exact).max() > 1e-4 * scale
     kinds = collections.Counter(
         (node.op, keras.backend.standardize_dtype(_dtype(node.attr["T"].type)))
-        for node in run.function.graph.as_graph_def().node
+        for node in run.frozen.function.graph.as_graph_def().node
         if node.op in ("Conv2D", "DepthwiseConv2dNative"))
     assert kinds[("Conv2D", "float32")] == 1  # the logits
     assert kinds[("Conv2D", "bfloat16")] > 30 and kinds[("DepthwiseConv2dNative", "bfloat16")] > 20
