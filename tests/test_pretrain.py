@@ -56,8 +56,9 @@ def test_single_process_learns_the_shapes_and_hands_off_the_backbone(shapes, tmp
     assert train(task, config.trainer) == 60
     events = [e for f in glob.glob(f"{tmp_path}/train/events*") for e in tf.compat.v1.train.summary_iterator(f)]
     losses = [float(tf.make_ndarray(v.tensor)) for e in events for v in e.summary.value if v.tag == "loss"]
-    # Cross-entropy at chance over five logits is log(5); single batches are noisy.
-    assert len(losses) == 12 and np.mean(losses[-4:]) < 0.7 * np.log(5) < losses[0], losses
+    # Cross-entropy at chance over five logits is log(5); single batches are noisy (one batch of
+    # the last few can spike past chance), so the median of the last four is what must fall.
+    assert len(losses) == 12 and np.median(losses[-4:]) < 0.7 * np.log(5) < losses[0], losses
     results = evaluate(task, config.trainer, timeout=1)
     assert results["60"]["top1"] >= 0.7, results  # four classes: chance is 0.25
 
