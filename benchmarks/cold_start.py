@@ -1,8 +1,8 @@
 """Cold start of `deeplab-xception segment` on one photo: wall time and peak RSS.
 
 `--phases` times, in one fresh process, each step of what the command does
-(imports, loading the model file, folding batch norms, building the inference
-function, the first call, a second call), with the peak RSS after each.
+(imports, loading the model file, building the inference function, the first
+call, a second call), with the peak RSS after each.
 Without it, the whole command runs `--repeats` times as a user runs it, each
 a fresh process under /usr/bin/time.
 
@@ -64,17 +64,14 @@ def phases(model_path, photo_path, freeze_after_pixels):
     model = load_model(model_path)
     t = mark("load_model (.keras)", t)
     logits = keras.Model(model.input, model.get_layer(model.LOGITS).output)
-    folded = inference.fold_batch_norms(logits)
-    t = mark("fold_batch_norms", t)
-    call = inference.compiled_call(
-        logits, *([] if freeze_after_pixels is None else [freeze_after_pixels]))
-    t = mark("compiled_call (fold + build the inference function)", t)
+    thresholds = [] if freeze_after_pixels is None else [freeze_after_pixels] * 2
+    call = inference.compiled_call(logits, "float32", *thresholds)
+    t = mark("compiled_call (build the inference function)", t)
     images = inference.preprocess(read_image(photo_path)[None])
     call(images)
     t = mark("first call (tracing, graph optimization, run)", t)
     call(images)
     mark("second call (the run alone)", t)
-    del folded
     return rows
 
 
@@ -100,8 +97,8 @@ def main():
     parser.add_argument("--phases", action="store_true", help="time each step in this process")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", help="JSON results")
-    parser.add_argument("--freeze-after-pixels", type=int, help="--phases: 0 freezes at once "
-                        "(the behaviour before InferenceFunction); default the package's")
+    parser.add_argument("--freeze-after-pixels", type=int, help="--phases: 0 folds and freezes at "
+                        "once (the behaviour before InferenceFunction); default the package's")
     parser.add_argument("--write-inputs", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.write_inputs:

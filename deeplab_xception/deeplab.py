@@ -10,7 +10,8 @@ from keras import layers
 
 from deeplab_xception.backbones.base import ConfigModel
 from deeplab_xception.layers import (
-    BATCH_NORM_MOMENTUM, HEAD_EPSILON, GlobalMeanPool, ResizeLike, dtype_policy_name, tag_section)
+    BATCH_NORM_MOMENTUM, HEAD_EPSILON, GlobalMeanPool, ResizeLike, dtype_policy_name, tag_section,
+    truncated_normal)
 
 ASPP_DEPTH = 256
 DECODER_DEPTH = 256
@@ -47,11 +48,11 @@ def _split_separable(x, filters, name, options, rate=1):
     dtype = options["dtype"]
     x = layers.DepthwiseConv2D(
         3, dilation_rate=rate, padding="same", use_bias=False, name=name + "_depthwise",
-        depthwise_initializer=keras.initializers.TruncatedNormal(stddev=0.33), dtype=dtype)(x)
+        depthwise_initializer=truncated_normal(0.33), dtype=dtype)(x)
     x = _batch_norm(x, name + "_depthwise.BatchNorm", options)
     x = layers.ReLU(name=name + "_depthwise.relu", dtype=dtype)(x)
     x = layers.Conv2D(filters, 1, use_bias=False, name=name + "_pointwise", dtype=dtype,
-                      kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.06))(x)
+                      kernel_initializer=truncated_normal(0.06))(x)
     x = _batch_norm(x, name + "_pointwise.BatchNorm", options)
     return layers.ReLU(name=name + "_pointwise.relu", dtype=dtype)(x)
 
@@ -123,7 +124,7 @@ class DeepLabV3Plus(ConfigModel):
             tag_section([aspp, low_level], x, "decoder")
         head = [x]
         logits = layers.Conv2D(num_classes, 1, use_bias=True, name=self.LOGITS, dtype="float32",
-                               kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.01))(x)
+                               kernel_initializer=truncated_normal(0.01))(x)
         if upsample_logits:
             logits = ResizeLike(name="logits.resize", dtype="float32")(logits, backbone.input)
             head.append(backbone.input)

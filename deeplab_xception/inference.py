@@ -1,6 +1,8 @@
 """Preprocessing and single- or multi-scale + flip prediction, as the official eval does it,
 whole or in tiles (`tiling`)."""
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
@@ -114,51 +116,98 @@ class FrozenGraph:
         return self.function(ops.convert_to_tensor(images, "float32"))[0]
 
 
-# Freezing xception_65 costs about 16 s on two cores and a few copies of the weights once,
-# and then saves about a fifth of each run (0.60 -> 0.48 s per 513x513 image at OS 16,
-# docs/benchmarks.md): it pays off after some 35 megapixels, ~130 such images.
+@contextlib.contextmanager
+def _graph_optimizer_off():
+    """TF's graph optimizer (grappler) off for the functions first run inside: on the
+    unfolded model it has nothing to fuse and costs 1-2 s on the first image."""
+    import tensorflow as tf
+
+    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
+
+
+# Measured on xception_65 at 513x513, OS 16, two cores (docs/benchmarks.md, cold start):
+# folding costs about 6.6 s once (3.5 s to clone, 3.2 s to retrace) and saves 0.64 s per
+# megapixel, so it pays off after some 10 megapixels; freezing costs about 16 s and a few
+# copies of the weights and saves another fifth of each run: it pays off after some 35.
+FOLD_AFTER_PIXELS = 10_000_000
 FREEZE_AFTER_PIXELS = 35_000_000
 
 
 class InferenceFunction:
-    """`model`'s inference for every input size, first as a `tf.function` that reads
-    the variables (seconds to start), then, once `freeze_after_pixels` pixels have
-    gone through, as a FrozenGraph (faster per image, slow to build): one photo
-    never pays for freezing, a folder of photos soon gains from it."""
+    """`model`'s inference for every input size, in stages by the pixels gone through:
+    the model as given, as a `tf.function` over its variables (seconds to start); past
+    `fold_after_pixels`, a copy with its batch norms folded (`fold_batch_norms`); past
+    `freeze_after_pixels`, that copy as a FrozenGraph (fastest, slowest to build).
+    The first stage runs without TF's graph optimizer, which only pays on the others.
+    One photo pays for neither, a folder of photos soon gains from both. A threshold
+    of 0 takes that stage from the start; `folded=True` says `model` already is."""
 
     input_shape = (None, None, None, 3)
 
-    def __init__(self, model, freeze_after_pixels=FREEZE_AFTER_PIXELS):
-        import tensorflow as tf
-
+    def __init__(self, model, fold_after_pixels=FOLD_AFTER_PIXELS,
+                 freeze_after_pixels=FREEZE_AFTER_PIXELS, folded=False):
         self.model = model
+        self.fold_after_pixels = min(fold_after_pixels, freeze_after_pixels)
         self.freeze_after_pixels = freeze_after_pixels
         self.pixels = 0
-        self.frozen = FrozenGraph(model) if freeze_after_pixels == 0 else None
-        self.function = tf.function(
-            lambda images: model(images, training=False), jit_compile=False,
-            input_signature=[tf.TensorSpec(self.input_shape, tf.float32)])
+        self.folded = model if folded else None
+        self.frozen = self.function = None
+        self._advance()
+
+    def _traced(self, model):
+        import tensorflow as tf
+
+        return tf.function(lambda images: model(images, training=False), jit_compile=False,
+                           input_signature=[tf.TensorSpec(self.input_shape, tf.float32)])
+
+    def _past(self, threshold):
+        return threshold == 0 or self.pixels > threshold
+
+    def _advance(self):
+        if self.frozen is not None:
+            return
+        if self._past(self.freeze_after_pixels):
+            if self.folded is None:
+                self.folded = fold_batch_norms(self.model)
+            self.frozen, self.function = FrozenGraph(self.folded), None
+        elif self.folded is None and self._past(self.fold_after_pixels):
+            self.folded = fold_batch_norms(self.model)
+            self.function = self._traced(self.folded)
+        elif self.function is None:
+            self.function = self._traced(self.folded or self.model)
 
     def __call__(self, images):
         images = ops.convert_to_tensor(images, "float32")
-        if self.frozen is None:
-            self.pixels += int(np.prod(images.shape[:3]))
-            if self.pixels <= self.freeze_after_pixels:
+        self.pixels += int(np.prod(images.shape[:3]))
+        self._advance()
+        if self.frozen is not None:
+            return self.frozen(images)
+        if self.folded is None:
+            with _graph_optimizer_off():
                 return self.function(images)
-            self.frozen = FrozenGraph(self.model)
-        return self.frozen(images)
+        return self.function(images)
 
 
-def compiled_call(model, precision="float32", freeze_after_pixels=FREEZE_AFTER_PIXELS):
-    """`model` as one inference function for every input size, batch norms folded
-    (in float32, before any cast) and computing in `precision` ("float32",
-    "bfloat16" or "auto", see deeplab_xception.precision): an InferenceFunction on
-    TensorFlow (freeze_after_pixels=0: frozen from the start, as benchmarks want);
-    other backends call the folded model directly."""
-    inference = with_precision(fold_batch_norms(model), resolve_precision(precision))
-    if keras.backend.backend() != "tensorflow":
+def compiled_call(model, precision="float32", fold_after_pixels=FOLD_AFTER_PIXELS,
+                  freeze_after_pixels=FREEZE_AFTER_PIXELS):
+    """`model` as one inference function for every input size, computing in `precision`
+    ("float32", "bfloat16" or "auto", see deeplab_xception.precision): on TensorFlow an
+    InferenceFunction (thresholds 0: folded and frozen from the start, as benchmarks
+    want). Reduced precisions fold first (in float32, before the cast), as the cast
+    rebuilds the model anyway; other backends call the folded model directly."""
+    precision = resolve_precision(precision)
+    tensorflow = keras.backend.backend() == "tensorflow"
+    if precision == "float32" and tensorflow:
+        return InferenceFunction(model, fold_after_pixels, freeze_after_pixels)
+    inference = with_precision(fold_batch_norms(model), precision)
+    if not tensorflow:
         return lambda images: inference(images, training=False)
-    return InferenceFunction(inference, freeze_after_pixels)
+    return InferenceFunction(inference, freeze_after_pixels=freeze_after_pixels, folded=True)
 
 
 def pixel_limit_problem(height, width, scales=(1.0,), max_pixels=DEFAULT_MAX_PIXELS):

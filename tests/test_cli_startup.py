@@ -1,5 +1,6 @@
 """The command line answers `--help` without TensorFlow, and keeps native log lines quiet."""
 
+import collections
 import os
 import subprocess
 import sys
@@ -107,13 +108,26 @@ def test_segment_prints_only_its_own_lines_unless_verbose(inputs, tmp_path, verb
         f"1 image segmented into {tmp_path} (computed in {resolve_precision('auto')}); 1 failed"]
 
 
-def test_inference_starts_unfrozen_and_freezes_once_it_pays_off():
+def test_inference_starts_as_the_model_then_folds_then_freezes_once_each_pays_off():
+    import tensorflow as tf
+
     from deeplab_xception.inference import compiled_call
 
     model = build_model("deeplab", backbone="xception_tiny", num_classes=3)
     randomize_weights(model, scale=0.2)
     images = np.random.default_rng(1).uniform(-1, 1, (1, 33, 41, 3)).astype("float32")
-    call = compiled_call(model, freeze_after_pixels=2 * 33 * 41)
-    for frozen in (False, False, True, True):
+    call = compiled_call(model, fold_after_pixels=33 * 41, freeze_after_pixels=3 * 33 * 41)
+
+    def running_ops():
+        graph = (call.frozen.function.graph if call.frozen is not None
+                 else call.function.get_concrete_function().graph)
+        return collections.Counter(op.type for op in graph.get_operations())
+
+    for folded, frozen in ((False, False), (True, False), (True, False), (True, True)):
         np.testing.assert_allclose(call(images), model(images, training=False), atol=1e-5)
-        assert (call.frozen is not None) == frozen
+        assert (call.folded is not None) == folded and (call.frozen is not None) == frozen
+        ops = running_ops()
+        assert (ops["Rsqrt"] == 0) == folded  # a batch norm at inference: 1 / sqrt(var + eps)
+        assert (ops["ReadVariableOp"] == 0) == frozen
+        # The first stage turns TF's graph optimizer off around its own calls only.
+        assert not tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer")

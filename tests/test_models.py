@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deeplab_xception import build_model, with_output_stride
+from deeplab_xception import build_model, load_model, with_output_stride
 from deeplab_xception.backbones import XceptionBackbone, reachable_output_strides
 from deeplab_xception.inference import Segmenter, fold_batch_norms
-from deeplab_xception.layers import resize_align_corners, scale_dimension
+from deeplab_xception.layers import resize_align_corners, scale_dimension, weights_to_come
 from helpers import randomize_weights
 
 
@@ -252,3 +252,23 @@ def test_dtype_policy_reaches_every_layer_and_logits_stay_float32(tmp_path):
     for model in (loaded, with_output_stride(loaded, 8)):
         assert model.get_layer("decoder.decoder_conv1_pointwise").dtype_policy.name == "mixed_bfloat16"
         assert model.get_layer("entry_flow.conv1_1").compute_dtype == "bfloat16"
+
+
+def test_loading_builds_from_zeros_and_fresh_builds_stay_official(tmp_path):
+    model = build_model("deeplab", backbone="xception_tiny", num_classes=3)
+    randomize_weights(model, seed=3)
+    model.save(tmp_path / "model.keras")
+    loaded = load_model(str(tmp_path / "model.keras"))
+    assert [w.path for w in loaded.weights] == [w.path for w in model.weights]
+    for ours, saved in zip(loaded.weights, model.weights):
+        np.testing.assert_array_equal(ours.numpy(), saved.numpy())
+
+    def backbone_kernels(network):
+        return np.concatenate([layer.weights[0].numpy().ravel() for layer in network.backbone.layers
+                               if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))])
+
+    with weights_to_come():
+        assert not backbone_kernels(build_model("deeplab", backbone="xception_tiny", num_classes=3)).any()
+    fresh = backbone_kernels(build_model("deeplab", backbone="xception_tiny", num_classes=3))
+    # The official stddev 0.09, truncated at two of them: a standard deviation of 0.0796.
+    assert abs(fresh.std() - 0.0796) < 0.004 and np.abs(fresh).max() <= 0.18

@@ -8,7 +8,8 @@ from keras import layers
 from deeplab_xception.backbones.base import Backbone
 from deeplab_xception.backbones.specs import DEPTHWISE_LAYOUTS, VARIANTS
 from deeplab_xception.layers import (
-    BACKBONE_EPSILON, BATCH_NORM_MOMENTUM, dtype_policy_name, fixed_padding, tag_section)
+    BACKBONE_EPSILON, BATCH_NORM_MOMENTUM, dtype_policy_name, fixed_padding, tag_section,
+    truncated_normal)
 
 # Official xception_arg_scope initializes every backbone conv this way.
 INITIALIZER_STDDEV = 0.09
@@ -20,7 +21,7 @@ def scope_name(scope):
 
 
 def _initializer():
-    return keras.initializers.TruncatedNormal(stddev=INITIALIZER_STDDEV)
+    return truncated_normal(INITIALIZER_STDDEV)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ from deeplab_xception.backbones import KERAS_APPLICATIONS_VARIANT, Backbone
 from deeplab_xception.classifier import XceptionClassifier
 from deeplab_xception.deeplab import DeepLabV3Plus
 from deeplab_xception.errors import ArgumentError, UserError
+from deeplab_xception.layers import weights_to_come
 from deeplab_xception.models import build_model, with_output_stride
 from deeplab_xception.weights.checkpoint import OfficialCheckpoint
 from deeplab_xception.weights.sources import local_path
@@ -39,7 +40,8 @@ def _from_model_file(path, kind, num_classes, output_stride, options):
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file")
     try:
-        model = keras.models.load_model(path)
+        with weights_to_come():  # the file holds them all
+            model = keras.models.load_model(path)
     except (ValueError, OSError, KeyError, TypeError) as e:
         raise UserError(f"{path}: not a readable .keras model ({_first_line(e)})") from None
     if kind and not isinstance(model, MODEL_CLASSES[kind]):
