@@ -130,12 +130,11 @@ def _graph_optimizer_off():
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
 
 
-# Measured on xception_65 at 513x513, OS 16, two cores (docs/benchmarks.md, cold start):
-# folding costs about 6.6 s once (3.5 s to clone, 3.2 s to retrace) and saves 0.64 s per
-# megapixel, so it pays off after some 10 megapixels; freezing costs about 16 s and a few
-# copies of the weights and saves another fifth of each run: it pays off after some 35.
+# Measured on xception_65 at 513x513, two cores (docs/benchmarks.md, cold start): folding
+# costs about 6.6 s once (3.5 s to clone, 3.2 s to retrace) and saves 0.64 s per megapixel,
+# so it pays off after some 10 megapixels. Freezing is not a default: on top of the folded
+# function it saved 5% at OS 16 and nothing at OS 8, for 3 GiB more peak memory.
 FOLD_AFTER_PIXELS = 10_000_000
-FREEZE_AFTER_PIXELS = 35_000_000
 
 
 class InferenceFunction:
@@ -150,9 +149,10 @@ class InferenceFunction:
     input_shape = (None, None, None, 3)
 
     def __init__(self, model, fold_after_pixels=FOLD_AFTER_PIXELS,
-                 freeze_after_pixels=FREEZE_AFTER_PIXELS, folded=False):
+                 freeze_after_pixels=None, folded=False):
         self.model = model
-        self.fold_after_pixels = min(fold_after_pixels, freeze_after_pixels)
+        self.fold_after_pixels = (fold_after_pixels if freeze_after_pixels is None
+                                  else min(fold_after_pixels, freeze_after_pixels))
         self.freeze_after_pixels = freeze_after_pixels
         self.pixels = 0
         self.folded = model if folded else None
@@ -166,7 +166,7 @@ class InferenceFunction:
                            input_signature=[tf.TensorSpec(self.input_shape, tf.float32)])
 
     def _past(self, threshold):
-        return threshold == 0 or self.pixels > threshold
+        return threshold is not None and (threshold == 0 or self.pixels > threshold)
 
     def _advance(self):
         if self.frozen is not None:
@@ -194,7 +194,7 @@ class InferenceFunction:
 
 
 def compiled_call(model, precision="float32", fold_after_pixels=FOLD_AFTER_PIXELS,
-                  freeze_after_pixels=FREEZE_AFTER_PIXELS):
+                  freeze_after_pixels=None):
     """`model` as one inference function for every input size, computing in `precision`
     ("float32", "bfloat16" or "auto", see deeplab_xception.precision): on TensorFlow an
     InferenceFunction (thresholds 0: folded and frozen from the start, as benchmarks
