@@ -65,18 +65,18 @@ def write_weights(path):
 
 
 def measure(checkout, photo, weights, extra, output_dir, timeout=None):
-    """(peak RSS in GiB, wall seconds, exit status) of one `segment` run; a run stopped at
-    `timeout` seconds exits 124 and reports the peak it reached."""
+    """(peak RSS in GiB, wall seconds, CPU seconds, exit status) of one `segment` run; a run
+    stopped at `timeout` seconds exits 124 and reports the peak it reached."""
     env = dict(os.environ, PYTHONPATH=checkout, TF_CPP_MIN_LOG_LEVEL="3")
     limit = ["timeout", str(timeout)] if timeout else []
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
-        command = ["/usr/bin/time", "-f", "%M", "-o", report.name, *limit, sys.executable, "-c", CLI,
+        command = ["/usr/bin/time", "-f", "%M %U %S", "-o", report.name, *limit, sys.executable, "-c", CLI,
                    "segment", photo, "--weights", weights, "--output-dir", output_dir, *extra]
         start = time.perf_counter()
         status = subprocess.run(command, env=env).returncode
         seconds = time.perf_counter() - start
-        peak_kib = int(report.read().split()[-1])
-    return peak_kib / 2**20, seconds, status
+        peak_kib, user, system = report.read().split()[-3:]
+    return int(peak_kib) / 2**20, seconds, float(user) + float(system), status
 
 
 def main():
@@ -105,13 +105,14 @@ def main():
     rows = []
     for config in args.configs:
         for label, checkout in checkouts.items():
-            peak, seconds, status = measure(checkout, photo, weights, CONFIGS[config] + args.extra,
+            peak, seconds, cpu, status = measure(checkout, photo, weights, CONFIGS[config] + args.extra,
                                             os.path.join(work, f"out-{label}-{config}"),
                                             args.timeout)
             rows.append({"config": config, "code": label, "options": CONFIGS[config] + args.extra,
-                         "peak_rss_gib": peak, "seconds": seconds, "exit_status": status})
+                         "peak_rss_gib": peak, "seconds": seconds, "cpu_seconds": cpu,
+                         "exit_status": status})
             print(f"{config:<16} {label:<7} peak RSS {peak:6.2f} GiB  {seconds:8.1f} s  "
-                  f"exit {status}", flush=True)
+                  f"CPU {cpu:8.1f} s  exit {status}", flush=True)
     sys.path.insert(0, REPO)
     from deeplab_xception.io import write_json
 
