@@ -260,6 +260,13 @@ class Segmenter:
         self.logits_model = compiled_call(
             keras.Model(model.input, model.get_layer(model.LOGITS).output), self.precision)
         self.logits_stride = model.logits_stride
+        self.on_call = None  # called after each network call, e.g. a progress bar's update
+
+    def calls(self, height, width):
+        """How many network calls (tiles, over scales and flips) one image of `height` x
+        `width` takes: what a progress bar counts through `on_call`."""
+        sizes = [(scale_dimension(height, s), scale_dimension(width, s)) for s in self.scales]
+        return sum(self.tiling.count(*size) for size in sizes) * (1 + self.flip)
 
     def check_size(self, height, width):
         problem = pixel_limit_problem(height, width, self.scales, self.max_pixels)
@@ -277,7 +284,8 @@ class Segmenter:
                             scale_dimension(width, max(1.0, scale) / self.logits_stride))
             for flipped in (False, True)[:1 + self.flip]:
                 scaled = ScaledImages(images, size, _preprocess_array, flipped)
-                logits = self.tiling.logits(self.logits_model, scaled, self.logits_stride)
+                logits = self.tiling.logits(self.logits_model, scaled, self.logits_stride,
+                                            self.on_call)
                 passes.append(Pass(logits, intermediate, (height, width), flipped))
         return passes
 

@@ -134,19 +134,37 @@ class Tiling:
     def stride(self, tile):
         return max(self.align, int(tile * (1 - self.overlap)) // self.align * self.align)
 
-    def logits(self, logits_function, scaled, logits_stride):
-        """N x ceil(h / stride) x ceil(w / stride) x C logits of the scaled images."""
-        height, width = scaled.size
+    def spans(self, height, width):
+        """(rows, columns) of the tiles for an image of `height` x `width`, or None: whole."""
         tile = self.tile_for(height, width)
         if tile is None:
-            return np.asarray(logits_function(scaled.crop(0, 0, height, width)))
-        rows = tile_spans(height, tile[0], self.stride(tile[0]), self.align)
-        columns = tile_spans(width, tile[1], self.stride(tile[1]), self.align)
+            return None
+        return (tile_spans(height, tile[0], self.stride(tile[0]), self.align),
+                tile_spans(width, tile[1], self.stride(tile[1]), self.align))
+
+    def count(self, height, width):
+        """How many network calls an image of `height` x `width` takes."""
+        spans = self.spans(height, width)
+        return 1 if spans is None else len(spans[0]) * len(spans[1])
+
+    def logits(self, logits_function, scaled, logits_stride, on_call=None):
+        """N x ceil(h / stride) x ceil(w / stride) x C logits of the scaled images;
+        `on_call()` after each network call (progress)."""
+        height, width = scaled.size
+        spans = self.spans(height, width)
+        if spans is None:
+            logits = np.asarray(logits_function(scaled.crop(0, 0, height, width)))
+            if on_call:
+                on_call()
+            return logits
+        rows, columns = spans
         grid = (-(-height // logits_stride), -(-width // logits_stride))
         total = None
         for top, tile_height in rows:
             for left, tile_width in columns:
                 logits = np.asarray(logits_function(scaled.crop(top, left, tile_height, tile_width)))
+                if on_call:
+                    on_call()
                 if total is None:
                     total = np.zeros((logits.shape[0], *grid, logits.shape[-1]), np.float32)
                 r, c = top // logits_stride, left // logits_stride

@@ -138,7 +138,12 @@ def test_tiled_inference_on_a_larger_image_is_the_mean_of_tile_logits(tiny):
     # scale 0.75 makes the image 73 x 112
     spans = {97: [(0, 65), (32, 65)], 150: [(0, 65), (16, 65), (48, 65), (80, 70)],
              73: [(0, 73)], 112: [(0, 65), (16, 65), (32, 80)]}
-    got = Segmenter(model, scales=(0.75, 1.0), flip=True, tile=(65, 65)).probabilities(images)
+    segmenter = Segmenter(model, scales=(0.75, 1.0), flip=True, tile=(65, 65))
+    counted = []
+    segmenter.on_call = lambda: counted.append(1)  # what segment's tile progress bar counts
+    got = segmenter.probabilities(images)
+    calls = 2 * (len(spans[73]) * len(spans[112]) + len(spans[97]) * len(spans[150]))
+    assert segmenter.calls(97, 150) == len(counted) == calls == 22
     expected = _reference_blend(model, images, (0.75, 1.0), True, spans)
     np.testing.assert_allclose(got, expected, atol=2e-5)
     whole = Segmenter(model, scales=(0.75, 1.0), flip=True, tile="off").probabilities(images)

@@ -50,9 +50,15 @@ def run(args):
             report(message)
             progress.update()
 
+        passes = len(segmenter.scales) * (1 + segmenter.flip)
         for batch in read_batches(images, args.batch_size, unreadable, args.scales,
                                   args.max_pixels):
-            segment_batch(segmenter, batch, plans, names, palette, args.alpha)
+            calls = segmenter.calls(*batch[0][1].shape[:2])
+            # A tiled image can take hours at OS 8 with scales and flips: count its tiles.
+            with tqdm(total=calls, unit="tile", leave=False, desc=os.path.basename(batch[0][0]),
+                      disable=calls <= passes or None) as tiles:
+                segmenter.on_call = tiles.update
+                segment_batch(segmenter, batch, plans, names, palette, args.alpha)
             done += len(batch)
             progress.update(len(batch))
     print(f"{done} image{'s' * (done != 1)} segmented into {args.output_dir} "
