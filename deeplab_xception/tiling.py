@@ -169,7 +169,9 @@ class Tiling:
                     total = np.zeros((logits.shape[0], *grid, logits.shape[-1]), np.float32)
                 r, c = top // logits_stride, left // logits_stride
                 total[:, r:r + logits.shape[1], c:c + logits.shape[2]] += logits
-        return total / _coverage(rows, columns, grid, logits_stride)[None, :, :, None]
+        # In place: a second array the size of a pass would be the largest pass's peak.
+        total /= _coverage(rows, columns, grid, logits_stride)[None, :, :, None]
+        return total
 
 
 def _coverage(rows, columns, grid, logits_stride):
