@@ -251,6 +251,7 @@ def test_resumed_runs_and_evaluators_never_open_the_initial_weights(tmp_path):
 
 def test_ctrl_c_on_the_chief_saves_a_checkpoint_to_resume_from(tmp_path):
     import _thread
+    import signal
     import threading
     import time
 
@@ -258,18 +259,30 @@ def test_ctrl_c_on_the_chief_saves_a_checkpoint_to_resume_from(tmp_path):
                            summary_every=1, learning_rate=ScheduleConfig(name="constant"))
 
     def losses_written():
-        return sum(v.tag == "loss" for path in glob.glob(f"{tmp_path}/train/events*")
-                   for event in tf.compat.v1.train.summary_iterator(path) for v in event.summary.value)
+        try:
+            return sum(v.tag == "loss" for path in glob.glob(f"{tmp_path}/train/events*")
+                       for event in tf.compat.v1.train.summary_iterator(path)
+                       for v in event.summary.value)
+        except tf.errors.OpError:  # a record still being written
+            return 0
 
     def interrupt_after_a_few_steps():
         deadline = time.time() + 120
-        while losses_written() < 3 and time.time() < deadline:  # traced, and stepping
-            time.sleep(0.2)
-        _thread.interrupt_main()
+        try:
+            while losses_written() < 3 and time.time() < deadline:  # traced, and stepping
+                time.sleep(0.2)
+        finally:
+            _thread.interrupt_main()
 
-    threading.Thread(target=interrupt_after_a_few_steps, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        train(_OneBatchTask(), config)
+    # A runner that starts the tests in the background leaves SIGINT ignored, and then
+    # interrupt_main does nothing: Ctrl-C must reach Python as a terminal's would.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt_after_a_few_steps, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            train(_OneBatchTask(), config)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     saved = tf.train.load_checkpoint(str(tmp_path)).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")[0]
     assert 0 < saved < 100000
     assert not (tmp_path / FINAL_MODEL).exists()
