@@ -141,7 +141,7 @@ class InferenceFunction:
     """`model`'s inference for every input size, in stages by the pixels gone through:
     the model as given, as a `tf.function` over its variables (seconds to start); past
     `fold_after_pixels`, a copy with its batch norms folded (`fold_batch_norms`); past
-    `freeze_after_pixels`, that copy as a FrozenGraph (fastest, slowest to build).
+    `freeze_after_pixels` (None: never), that copy as a FrozenGraph (slowest to build).
     The first stage runs without TF's graph optimizer, which only pays on the others.
     One photo pays for neither, a folder of photos soon gains from both. A threshold
     of 0 takes that stage from the start; `folded=True` says `model` already is."""
@@ -179,7 +179,7 @@ class InferenceFunction:
             self.folded = fold_batch_norms(self.model)
             self.function = self._traced(self.folded)
         elif self.function is None:
-            self.function = self._traced(self.folded or self.model)
+            self.function = self._traced(self.model if self.folded is None else self.folded)
 
     def __call__(self, images):
         images = ops.convert_to_tensor(images, "float32")
