@@ -19,7 +19,7 @@ PALETTE = ((0, 0, 0), (220, 40, 40), (40, 200, 40), (50, 80, 230))
 
 
 def _draw(image, mask, class_id, rng, size):
-    radius = int(rng.integers(size // 8, size // 4 + 1))
+    radius = int(rng.integers(size // 6, size // 3 + 1))
     margin = int(radius * 1.25)
     cy, cx = (int(v) for v in rng.integers(margin, size - margin, 2))
     color = np.array(PALETTE[class_id], float) * rng.uniform(0.7, 1.1)
@@ -40,16 +40,19 @@ def _draw(image, mask, class_id, rng, size):
 
 
 def make_example(rng, size):
-    """(RGB uint8 image, uint8 mask) with one to three shapes."""
-    base = rng.uniform(60, 160, 3)
+    """(RGB uint8 image, uint8 mask) with one to three shapes, each of another class: every
+    class is as common as the others, so each one's IoU is measured on as many pixels."""
+    # A grey background, slightly tinted: no shape's hue is ever close to it.
+    base = rng.uniform(60, 160) + rng.uniform(-15, 15, 3)
     image = np.clip(base + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
     mask = np.zeros((size, size), np.uint8)
-    for class_id in rng.integers(1, len(CLASSES), int(rng.integers(1, 4))):
+    shapes = rng.permutation(np.arange(1, len(CLASSES)))[:int(rng.integers(1, len(CLASSES)))]
+    for class_id in shapes:
         _draw(image, mask, int(class_id), rng, size)
     return image, mask
 
 
-def write_synthetic_dataset(root, num_train=48, num_val=24, size=65, seed=0):
+def write_synthetic_dataset(root, num_train=96, num_val=48, size=65, seed=0):
     """Writes the set under `root` (generic layout) and returns `root`."""
     rng = np.random.default_rng(seed)
     os.makedirs(root, exist_ok=True)

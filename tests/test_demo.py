@@ -17,8 +17,8 @@ def test_demo_pretrains_finetunes_evaluates_and_draws(tmp_path, capsys):
         assert f"[{step}/6]" in printed
     assert (out / "pretrain" / "model.keras").is_file()
     report = json.loads((out / "evaluation" / "report.json").read_text())
-    chance = 1.0 / len(report["per_class_iou"])
-    assert report["mean_iou"] > 2 * chance
+    # A demo that convinces: every class reaches 0.6, not only the mean.
+    assert min(report["per_class_iou"].values()) >= 0.6, report["per_class_iou"]
     overlays = sorted((out / "segmented").glob("*.overlay.png"))
     assert len(overlays) == 4 and all(cv2.imread(str(p)) is not None for p in overlays)
     for name in ("budget.png", "evaluation/confusion_matrix.png"):
