@@ -112,7 +112,7 @@ def test_finetuning_from_a_pretrained_classifier(shapes, tmp_path):
         for ours, theirs in zip(started.get_layer(name).weights, classifier.get_layer(name).weights):
             np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
 
-    model = _finetune(shapes, str(tmp_path / "run"), *init)
+    model = _finetune(shapes, str(tmp_path / "run"), *init, "trainer.train_steps=60")
     report, _ = evaluate(model, load_dataset("generic", shapes, "val"))
     assert report["mean_iou"] > 0.6, report
 
