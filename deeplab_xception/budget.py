@@ -87,7 +87,8 @@ def count_multiply_adds(model, image_size):
 
 
 def measure_seconds(model, image_size, repeats, precision="float32"):
-    """Median wall time of one batch-1 prediction on the inference path the CLI uses."""
+    """(median wall time of one batch-1 prediction on the inference path the CLI uses, the
+    precision it computed in)."""
     images = np.random.default_rng(0).uniform(-1, 1, (1, *image_size, 3)).astype("float32")
     run = compiled_call(model, precision, freeze_after_pixels=0)  # the steady state
     np.asarray(run(images))
@@ -96,7 +97,7 @@ def measure_seconds(model, image_size, repeats, precision="float32"):
         start = time.perf_counter()
         np.asarray(run(images))
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return float(np.median(times)), run.precisions
 
 
 @dataclasses.dataclass
@@ -155,7 +156,7 @@ def budget(kind="deeplab", backbone="xception_65", input_size=(513, 513), num_cl
     machine, the network computing in `precision` ("auto" by default, as `segment` runs)."""
     scales = tuple(float(s) for s in scales)
     _check(kind, backbone, input_size, num_classes, output_strides, scales, repeats)
-    precision = resolve_precision(precision)
+    resolve_precision(precision)  # checks the name; "auto" may depend on the size (a JAX GPU)
     output_strides = tuple(output_strides or default_output_strides(backbone))
     head = dict(decoder=decoder, separable=separable) if kind == "deeplab" else {}
     sizes = [(scale_dimension(input_size[0], s), scale_dimension(input_size[1], s)) for s in scales]
@@ -184,10 +185,10 @@ def budget(kind="deeplab", backbone="xception_65", input_size=(513, 513), num_cl
             breakdown={b: {"multiply_adds": totals[b][0], "multiply_adds_exact": totals[b][1]}
                        for b in order})
         if repeats is not None:
-            row.seconds = passes * sum(measure_seconds(model, size, repeats, precision)
-                                       for size in sizes)
+            measured = [measure_seconds(model, size, repeats, precision) for size in sizes]
+            row.seconds = passes * sum(seconds for seconds, _ in measured)
             row.images_per_second = 1.0 / row.seconds
-            row.precision = precision
+            row.precision = " and ".join(sorted(set().union(*(ran for _, ran in measured))))
         rows.append(row)
     return rows
 

@@ -7,10 +7,11 @@ import keras
 import numpy as np
 from keras import ops
 
+from deeplab_xception.backend import enable_compilation_cache
 from deeplab_xception.errors import UserError
 from deeplab_xception.layers import scale_dimension
-from deeplab_xception.precision import resolve_precision, with_precision
-from deeplab_xception.preprocessing import preprocess
+from deeplab_xception.precision import positions_per_call, resolve_precision, with_precision
+from deeplab_xception.preprocessing import preprocess_array
 from deeplab_xception.tiling import DEFAULT_OVERLAP, Pass, ScaledImages, Tiling
 
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -149,8 +150,9 @@ class InferenceFunction:
     input_shape = (None, None, None, 3)
 
     def __init__(self, model, fold_after_pixels=FOLD_AFTER_PIXELS,
-                 freeze_after_pixels=None, folded=False):
+                 freeze_after_pixels=None, folded=False, precision="float32"):
         self.model = model
+        self.precisions = {precision}  # what `model` computes in, for reports
         self.fold_after_pixels = (fold_after_pixels if freeze_after_pixels is None
                                   else min(fold_after_pixels, freeze_after_pixels))
         self.freeze_after_pixels = freeze_after_pixels
@@ -193,21 +195,85 @@ class InferenceFunction:
         return self.function(images)
 
 
+class JaxFunction:
+    """`model`'s inference under JAX: its batch norms folded, then one XLA program per
+    (input shape, precision), compiled on first use and reused for every later image or
+    tile of that shape (and kept across runs in JAX's persistent compilation cache,
+    `backend.enable_compilation_cache`). The weights go to the device once and enter
+    each program as arguments, not constants, so programs stay small.
+
+    Shapes are not padded to buckets: padding changes the result (image pooling
+    averages over the padded map, convs at the border see it), so each whole-image
+    size compiles once; tiles come in at most four sizes per scale. `precision`
+    "auto" is decided per input shape (`precision.resolve_precision`); `precisions`
+    says what ran.
+    """
+
+    def __init__(self, model, precision="float32", output_stride=None):
+        enable_compilation_cache()
+        self.model = model
+        self.requested = precision
+        self.output_stride = output_stride or getattr(model, "output_stride", None) or 32
+        self.precisions = set()
+        self.folded = None
+        self.programs = {}  # (shape, precision): compiled program
+        self.networks = {}  # precision: (jitted function, weights on the device)
+
+    def _network(self, precision):
+        import jax
+
+        if precision not in self.networks:
+            if self.folded is None:
+                self.folded = fold_batch_norms(self.model)
+            network = with_precision(self.folded, precision)
+
+            def infer(weights, images):
+                outputs, _ = network.stateless_call(*weights, images, training=False)
+                return outputs
+
+            weights = ([v.value for v in network.trainable_variables],
+                       [v.value for v in network.non_trainable_variables])
+            self.networks[precision] = (jax.jit(infer), jax.device_put(weights))
+        return self.networks[precision]
+
+    def program(self, shape):
+        """(compiled program, its weights, its precision) for inputs of `shape`."""
+        import jax
+
+        precision = resolve_precision(self.requested,
+                                      positions=positions_per_call(shape, self.output_stride))
+        function, weights = self._network(precision)
+        key = (tuple(shape), precision)
+        if key not in self.programs:
+            spec = jax.ShapeDtypeStruct(tuple(shape), "float32")
+            self.programs[key] = function.lower(weights, spec).compile()
+        return self.programs[key], weights, precision
+
+    def __call__(self, images):
+        images = np.asarray(images, np.float32)
+        program, weights, precision = self.program(images.shape)
+        self.precisions.add(precision)
+        return np.asarray(program(weights, images))
+
+
 def compiled_call(model, precision="float32", fold_after_pixels=FOLD_AFTER_PIXELS,
-                  freeze_after_pixels=None):
+                  freeze_after_pixels=None, output_stride=None):
     """`model` as one inference function for every input size, computing in `precision`
-    ("float32", "bfloat16" or "auto", see deeplab_xception.precision): on TensorFlow an
-    InferenceFunction (thresholds 0: folded and frozen from the start, as benchmarks
-    want). Reduced precisions fold first (in float32, before the cast), as the cast
-    rebuilds the model anyway; other backends call the folded model directly."""
+    ("float32", "bfloat16" or "auto", see deeplab_xception.precision); its `precisions`
+    say what ran. On TensorFlow an InferenceFunction (thresholds 0: folded and frozen
+    from the start, as benchmarks want); reduced precisions fold first (in float32,
+    before the cast), as the cast rebuilds the model anyway. On JAX a JaxFunction,
+    folded from the start, which decides "auto" per input shape from `output_stride`
+    (default: the model's)."""
+    if keras.backend.backend() == "jax":
+        resolve_precision(precision)  # checks the name
+        return JaxFunction(model, precision, output_stride)
     precision = resolve_precision(precision)
-    tensorflow = keras.backend.backend() == "tensorflow"
-    if precision == "float32" and tensorflow:
+    if precision == "float32":
         return InferenceFunction(model, fold_after_pixels, freeze_after_pixels)
     inference = with_precision(fold_batch_norms(model), precision)
-    if not tensorflow:
-        return lambda images: inference(images, training=False)
-    return InferenceFunction(inference, freeze_after_pixels=freeze_after_pixels, folded=True)
+    return InferenceFunction(inference, freeze_after_pixels=freeze_after_pixels, folded=True,
+                             precision=precision)
 
 
 def pixel_limit_problem(height, width, scales=(1.0,), max_pixels=DEFAULT_MAX_PIXELS):
@@ -225,10 +291,6 @@ def pixel_limit_problem(height, width, scales=(1.0,), max_pixels=DEFAULT_MAX_PIX
     return None
 
 
-def _preprocess_array(images):
-    return ops.convert_to_numpy(preprocess(images))
-
-
 class Segmenter:
     """Class probabilities for images of any size from a DeepLabV3Plus.
 
@@ -243,8 +305,9 @@ class Segmenter:
     so `labels` never holds more than the logits of the passes and one block.
     Images (and their scaled sizes) over `max_pixels` are refused.
     The network computes in `precision` ("float32", "bfloat16" or "auto",
-    the one that ran is `self.precision`); logits, resizes, softmax and the
-    average over scales and flips are float32 in every precision.
+    what ran is `self.precision`); logits, resizes, softmax and the average
+    over scales and flips are float32 in every precision. Tiling, resizes and
+    the average are numpy, the same on every backend.
     """
 
     def __init__(self, model, scales=(1.0,), flip=False, tile="auto", overlap=DEFAULT_OVERLAP,
@@ -256,11 +319,19 @@ class Segmenter:
         self.flip = flip
         self.max_pixels = max_pixels
         self.tiling = Tiling(tile, overlap, align=model.output_stride)
-        self.precision = resolve_precision(precision)
+        self.requested_precision = precision
         self.logits_model = compiled_call(
-            keras.Model(model.input, model.get_layer(model.LOGITS).output), self.precision)
+            keras.Model(model.input, model.get_layer(model.LOGITS).output), precision,
+            output_stride=model.output_stride)
         self.logits_stride = model.logits_stride
         self.on_call = None  # called after each network call, e.g. a progress bar's update
+
+    @property
+    def precision(self):
+        """What the network computed in: "float32" or "bfloat16", "bfloat16 and float32" where
+        `auto` chose per call size (a JAX GPU); before any call, what `auto` means here."""
+        ran = self.logits_model.precisions
+        return " and ".join(sorted(ran)) if ran else resolve_precision(self.requested_precision)
 
     def calls(self, height, width):
         """How many network calls (tiles, over scales and flips) one image of `height` x
@@ -283,7 +354,7 @@ class Segmenter:
             intermediate = (scale_dimension(height, max(1.0, scale) / self.logits_stride),
                             scale_dimension(width, max(1.0, scale) / self.logits_stride))
             for flipped in (False, True)[:1 + self.flip]:
-                scaled = ScaledImages(images, size, _preprocess_array, flipped)
+                scaled = ScaledImages(images, size, preprocess_array, flipped)
                 logits = self.tiling.logits(self.logits_model, scaled, self.logits_stride,
                                             self.on_call)
                 passes.append(Pass(logits, intermediate, (height, width), flipped))

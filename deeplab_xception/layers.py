@@ -6,6 +6,10 @@ import threading
 import keras
 from keras import ops
 
+from deeplab_xception.backend import keep_keras_off_tensorflow
+
+keep_keras_off_tensorflow()  # every model module imports this one
+
 # Batch norm of the released checkpoints: slim's decay 0.9997 everywhere, epsilon
 # 1e-3 in the backbone (xception_arg_scope) and 1e-5 in the DeepLab head.
 BATCH_NORM_MOMENTUM = 0.9997

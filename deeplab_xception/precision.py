@@ -1,9 +1,11 @@
 """Which precision inference computes in, and a model rebuilt to compute in it.
 
-`auto` picks bfloat16 where the hardware multiplies bfloat16 natively (Intel
-AMX or AVX512_BF16 on CPU, a GPU of compute capability 8.0 or newer under
-JAX) and float32 elsewhere: emulated bfloat16 is slower than float32 and
-no more accurate. Weights stay float32; a bfloat16 model computes every layer
+`auto` picks bfloat16 where the hardware multiplies bfloat16 natively and it
+was measured faster, float32 elsewhere: emulated bfloat16 is slower than
+float32 and no more accurate. On CPU that is Intel AMX or AVX512_BF16. On a
+GPU under JAX (compute capability 8.0 or newer) bfloat16 pays only with
+enough work per network call, so `auto` decides per call size from the
+measured table `GPU_MEASURED` (`gpu_bfloat16_from`). Weights stay float32; a bfloat16 model computes every layer
 in bfloat16 except its last affine layer and what follows it (logits and
 their upsampling), which stay float32, as `build_model(dtype=...)` builds them.
 """
@@ -17,6 +19,14 @@ POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 # /proc/cpuinfo flags of CPUs with bfloat16 dot products in hardware.
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 CPUINFO = "/proc/cpuinfo"
+# Inference on a JAX GPU by work per call: (output positions per call, that is batch x
+# ceil(H / OS) x ceil(W / OS), float32 ms, bfloat16 ms). xception_65 DeepLabv3+, 21
+# classes, 513 x 513, one H200 (issue 25). bfloat16 lost at batch 1, OS 16.
+GPU_MEASURED = (
+    (1 * 33 * 33, 4.07, 4.74),  # batch 1, OS 16
+    (1 * 65 * 65, 14.4, 12.8),  # batch 1, OS 8
+    (16 * 33 * 33, 28.7, 22.3),  # batch 16, OS 16
+)
 
 
 def cpu_flags(cpuinfo=CPUINFO):
@@ -47,8 +57,24 @@ def _gpu_has_native_bf16():
     return float(capability) >= 8.0
 
 
-def resolve_precision(precision="auto", cpuinfo=CPUINFO):
-    """"float32" or "bfloat16": `precision`, with "auto" decided for this machine."""
+def gpu_bfloat16_from(measured=GPU_MEASURED):
+    """The fewest output positions per call from which bfloat16 was measured faster than
+    float32 at every measured size (None: never): `auto`'s threshold on a JAX GPU. Sizes
+    between the last slower and the first faster measurement take float32."""
+    slowest_loss = max((p for p, f32, bf16 in measured if bf16 >= f32), default=0)
+    return min((p for p, f32, bf16 in measured if bf16 < f32 and p > slowest_loss), default=None)
+
+
+def positions_per_call(shape, output_stride):
+    """batch x ceil(H / OS) x ceil(W / OS) of an N x H x W x C input: the work of one call."""
+    batch, height, width = shape[:3]
+    return batch * -(-height // output_stride) * -(-width // output_stride)
+
+
+def resolve_precision(precision="auto", cpuinfo=CPUINFO, positions=None):
+    """"float32" or "bfloat16": `precision`, with "auto" decided for this machine; on a JAX
+    GPU, for calls of `positions` output positions (`positions_per_call`; None: unknown,
+    float32)."""
     if precision not in PRECISIONS:
         raise UserError(f"--precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
     if precision != "auto":
@@ -56,8 +82,17 @@ def resolve_precision(precision="auto", cpuinfo=CPUINFO):
     if keras.backend.backend() == "jax":
         on_gpu = _gpu_has_native_bf16()
         if on_gpu is not None:
-            return "bfloat16" if on_gpu else "float32"
+            threshold = gpu_bfloat16_from()
+            faster = (on_gpu and positions is not None and threshold is not None
+                      and positions >= threshold)
+            return "bfloat16" if faster else "float32"
     return "bfloat16" if cpu_has_native_bf16(cpuinfo) else "float32"
+
+
+def depends_on_size(precision):
+    """Whether `auto` decides per call size here (on a JAX GPU)."""
+    return (precision == "auto" and keras.backend.backend() == "jax"
+            and _gpu_has_native_bf16() is not None)
 
 
 def _float32_tail(model):

@@ -7,7 +7,8 @@ ImageNet classifiers are evaluated on the central 87.5% of the image resized
 to 299 x 299, as the Inception evaluation does.
 """
 
-import tensorflow as tf
+import cv2
+import numpy as np
 from keras import ops
 
 MEAN_PIXEL = 127.5
@@ -23,10 +24,24 @@ def preprocess(images):
     return ops.cast(images, "float32") * (2.0 / 255.0) - 1.0
 
 
-def classifier_eval_image(image, size=CLASSIFIER_IMAGE_SIZE, central_fraction=CENTRAL_FRACTION):
-    """One H x W x 3 image as a classifier is evaluated: the central `central_fraction`
-    of it, bilinearly resized to size x size, preprocessed."""
-    image = tf.image.central_crop(image, central_fraction)
-    image = tf.image.resize(image, (size, size))
-    image.set_shape((size, size, 3))
-    return preprocess(image)
+def preprocess_array(images):
+    """`preprocess` in numpy, float32 in and out: for inference, whatever the backend."""
+    return np.asarray(images, np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
+
+
+def central_crop_box(height, width, central_fraction=CENTRAL_FRACTION):
+    """(top, left, height, width) of the central crop, rounded as tf.image.central_crop does."""
+    top = int((height - height * central_fraction) / 2)
+    left = int((width - width * central_fraction) / 2)
+    return top, left, height - 2 * top, width - 2 * left
+
+
+def classifier_eval_array(image, size=CLASSIFIER_IMAGE_SIZE, central_fraction=CENTRAL_FRACTION):
+    """One uint8 H x W x 3 image as a classifier is evaluated, in numpy and OpenCV (what
+    `classify` runs on any backend): the central `central_fraction` of it, bilinearly
+    resized (half-pixel centers, no antialiasing, as tf.image.resize) to size x size,
+    preprocessed. The pretraining evaluator computes the same in tf.data
+    (`pretrain.preprocessing.eval_image`)."""
+    top, left, height, width = central_crop_box(*image.shape[:2], central_fraction)
+    crop = np.asarray(image[top:top + height, left:left + width], np.float32)
+    return preprocess_array(cv2.resize(crop, (size, size), interpolation=cv2.INTER_LINEAR))

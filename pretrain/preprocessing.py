@@ -5,7 +5,7 @@ Both end in the models' input range (`deeplab_xception.preprocessing`).
 
 import tensorflow as tf
 
-from deeplab_xception.preprocessing import classifier_eval_image, preprocess
+from deeplab_xception.preprocessing import CENTRAL_FRACTION, CLASSIFIER_IMAGE_SIZE, preprocess
 
 # The crop distribution of Inception's training preprocessing.
 MIN_OBJECT_COVERED = 0.1
@@ -27,6 +27,15 @@ def train_image(encoded, size):
         area_range=AREA_RANGE, max_attempts=MAX_ATTEMPTS, use_image_if_no_bounding_boxes=True)
     image = tf.slice(image, begin, crop_size)
     image = tf.image.random_flip_left_right(image)
+    image = tf.image.resize(image, (size, size))
+    image.set_shape((size, size, 3))
+    return preprocess(image)
+
+
+def classifier_eval_image(image, size=CLASSIFIER_IMAGE_SIZE, central_fraction=CENTRAL_FRACTION):
+    """One H x W x 3 image as a classifier is evaluated: the central `central_fraction`
+    of it, bilinearly resized to size x size, preprocessed."""
+    image = tf.image.central_crop(image, central_fraction)
     image = tf.image.resize(image, (size, size))
     image.set_shape((size, size, 3))
     return preprocess(image)

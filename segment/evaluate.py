@@ -14,6 +14,7 @@ import matplotlib
 import numpy as np
 from tqdm import tqdm
 
+from deeplab_xception.backend import import_tensorflow
 from deeplab_xception.errors import UserError
 from deeplab_xception.inference import Segmenter
 from deeplab_xception.preprocessing import IGNORE_LABEL, MEAN_PIXEL
@@ -60,6 +61,7 @@ def confusion_matrix(model, dataset, scales=(1.0,), flip=False, output_stride=No
     metric = keras.metrics.MeanIoU(dataset.num_classes, sparse_y_true=True, sparse_y_pred=True,
                                    dtype="float64")
     over_crop = 0
+    import_tensorflow()  # tf.data reads the images: under JAX, with TensorFlow's GPUs hidden
     examples = pipeline.decoded_examples(dataset).prefetch(2)
     for image, label in tqdm(examples.as_numpy_iterator(), total=len(dataset), desc="evaluating",
                              unit="image"):

@@ -5,14 +5,18 @@ import pytest
 from keras import ops
 
 from deeplab_xception.preprocessing import (
-    CENTRAL_FRACTION, CLASSIFIER_IMAGE_SIZE, MEAN_PIXEL, classifier_eval_image, preprocess)
+    CENTRAL_FRACTION, CLASSIFIER_IMAGE_SIZE, MEAN_PIXEL, classifier_eval_array, preprocess,
+    preprocess_array)
 from helpers import central_crop_resized
+from pretrain.preprocessing import classifier_eval_image
 
 
 def test_value_range_is_minus_one_to_one_with_the_mean_pixel_at_zero():
     values = ops.convert_to_numpy(preprocess(np.array([0, MEAN_PIXEL, 255], np.float32)))
     np.testing.assert_allclose(values, [-1.0, 0.0, 1.0], atol=1e-7)
     assert ops.convert_to_numpy(preprocess(np.uint8([255]))).dtype == np.float32
+    pixels = np.arange(256, dtype=np.uint8)
+    np.testing.assert_array_equal(preprocess_array(pixels), ops.convert_to_numpy(preprocess(pixels)))
 
 
 @pytest.mark.parametrize("shape", [(480, 640), (333, 301), (40, 50)])
@@ -20,4 +24,6 @@ def test_classifier_eval_image_is_the_inception_central_crop(shape):
     image = np.random.default_rng(0).integers(0, 256, shape + (3,), dtype=np.uint8)
     expected = central_crop_resized(image, 0.875, 299) / 127.5 - 1.0  # the Inception eval
     assert (CENTRAL_FRACTION, CLASSIFIER_IMAGE_SIZE) == (0.875, 299)
-    np.testing.assert_allclose(ops.convert_to_numpy(classifier_eval_image(image)), expected, atol=1e-4)
+    evaluator = ops.convert_to_numpy(classifier_eval_image(image))  # pretraining's, in TensorFlow
+    np.testing.assert_allclose(evaluator, expected, atol=1e-4)
+    np.testing.assert_allclose(classifier_eval_array(image), evaluator, atol=1e-4)  # classify's

@@ -8,6 +8,7 @@ import argparse
 import importlib
 import sys
 
+from deeplab_xception.backend import BACKENDS, use_backend
 from deeplab_xception.cli.quiet import filter_native_stderr, quiet_environment
 from deeplab_xception.errors import ClusterLost, UserError
 
@@ -24,6 +25,10 @@ def main(argv=None, filter_stderr=False):
         description="DeepLabv3+ with modified Xception: pretrain, fine-tune, segment.")
     parser.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's and other libraries' own log lines")
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="Keras backend (default: $KERAS_BACKEND, else tensorflow); jax runs "
+                             "segment, classify, evaluate and budget on JAX's default device "
+                             "(a GPU where it has one)")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"deeplab_xception.cli.{name}").register(subparsers)
@@ -33,6 +38,8 @@ def main(argv=None, filter_stderr=False):
         if filter_stderr:
             filter_native_stderr()
     try:
+        if args.backend:
+            use_backend(args.backend)
         return args.run(args) or 0
     except UserError as e:
         print(f"deeplab-xception {args.command}: error: {e}", file=sys.stderr)

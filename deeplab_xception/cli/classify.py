@@ -29,19 +29,16 @@ def imagenet_names(num_classes):
 
 def crops(paths, size, central_fraction, failed):
     """Batches of (paths, crops): each image's evaluation crop, as the pretraining
-    evaluator takes it (`preprocessing.classifier_eval_image`). Unreadable files go to `failed(message)`."""
+    evaluator takes it (`preprocessing.classifier_eval_array`). Unreadable files go to `failed(message)`."""
     import numpy as np
 
-    from keras import ops
-
     from deeplab_xception.io import read_image
-    from deeplab_xception.preprocessing import classifier_eval_image
+    from deeplab_xception.preprocessing import classifier_eval_array
 
     batch = []
     for path in paths:
         try:
-            crop = classifier_eval_image(read_image(path), size, central_fraction)
-            batch.append((path, ops.convert_to_numpy(crop)))
+            batch.append((path, classifier_eval_array(read_image(path), size, central_fraction)))
         except UserError as e:
             failed(str(e))
             continue
@@ -57,11 +54,12 @@ def report(message):
 
 
 def run(args):
-    from keras import ops
+    import numpy as np
 
     from deeplab_xception.classifier import XceptionClassifier
     from deeplab_xception.inference import compiled_call
     from deeplab_xception.preprocessing import CENTRAL_FRACTION, CLASSIFIER_IMAGE_SIZE
+    from deeplab_xception.tiling import softmax
     from deeplab_xception.weights import load_model
 
     if args.top_k < 1:
@@ -84,9 +82,8 @@ def run(args):
         report(message)
 
     for paths, images in crops(args.images, size, fraction, unreadable):
-        outputs = classify(images)
-        probabilities = ops.convert_to_numpy(
-            ops.softmax(outputs) if model.activation is None else outputs)
+        outputs = np.asarray(classify(images))
+        probabilities = softmax(outputs) if model.activation is None else outputs
         for path, row in zip(paths, probabilities):
             result = {"image": path, "top_k": [
                 {"class": c, "probability": p, **({"name": names[c]} if names else {})}

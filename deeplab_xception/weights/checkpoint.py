@@ -3,8 +3,7 @@
 import glob
 import os
 
-import tensorflow as tf
-
+from deeplab_xception.backend import import_tensorflow
 from deeplab_xception.errors import UserError
 from deeplab_xception.weights.official import (
     BACKBONE, OFFICIAL_SCOPES, SCOPE_VARIANTS, backbone_of, official_scope, official_variables,
@@ -15,11 +14,22 @@ BOOKKEEPING = ("global_step", "beta1_power", "beta2_power")
 OPTIMIZER_SLOTS = ("Momentum", "RMSProp", "RMSProp_1", "Adam", "Adam_1", "ExponentialMovingAverage")
 
 
+def _tensorflow(path):
+    """TensorFlow, which reads TF checkpoints; a UserError naming `path` where it is missing
+    (a JAX-only machine): convert the checkpoint once where TensorFlow is installed."""
+    try:
+        return import_tensorflow()
+    except ImportError:
+        raise UserError(f"{path}: reading an official TF checkpoint needs TensorFlow, which is not "
+                        "installed; convert it once where it is (deeplab-xception convert "
+                        f"{path} model.keras) and use the .keras file") from None
+
+
 def find_checkpoint(path):
     """The prefix of the checkpoint at `path`: a prefix, one of its files, or a directory holding one."""
     path = os.fspath(path)
     if os.path.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
+        latest = _tensorflow(path).train.latest_checkpoint(path)
         if latest:
             return latest
         indexes = sorted(glob.glob(os.path.join(glob.escape(path), "**", "*.index"), recursive=True))
@@ -52,6 +62,7 @@ class OfficialCheckpoint:
 
     def __init__(self, path):
         self.path = find_checkpoint(path)
+        tf = _tensorflow(self.path)
         try:
             self.reader = tf.train.load_checkpoint(self.path)
         except (tf.errors.OpError, ValueError) as e:
