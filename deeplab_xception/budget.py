@@ -37,7 +37,7 @@ from deeplab_xception.backbones import BACKBONES, reachable_output_strides
 from deeplab_xception.errors import ArgumentError, UserError
 from deeplab_xception.inference import compiled_call
 from deeplab_xception.io import atomic_path
-from deeplab_xception.layers import scale_dimension
+from deeplab_xception.layers import scale_dimension, weights_to_come
 from deeplab_xception.models import KINDS, build_model
 from deeplab_xception.precision import resolve_precision
 
@@ -164,7 +164,10 @@ def budget(kind="deeplab", backbone="xception_65", input_size=(513, 513), num_cl
     rows = []
     for stride in output_strides:
         try:
-            model = build_model(kind, backbone, output_stride=stride, num_classes=num_classes, **head)
+            with weights_to_come():  # counts and times need no random draws (under JAX,
+                # each weight shape's draw compiles a program: seconds per model)
+                model = build_model(kind, backbone, output_stride=stride, num_classes=num_classes,
+                                    **head)
         except UserError:
             raise
         except ValueError as e:

@@ -2,10 +2,14 @@
 
 `auto` picks bfloat16 where the hardware multiplies bfloat16 natively and it
 was measured faster, float32 elsewhere: emulated bfloat16 is slower than
-float32 and no more accurate. On CPU that is Intel AMX or AVX512_BF16. On a
-GPU under JAX (compute capability 8.0 or newer) bfloat16 pays only with
-enough work per network call, so `auto` decides per call size from the
-measured table `GPU_MEASURED` (`gpu_bfloat16_from`). Weights stay float32; a bfloat16 model computes every layer
+float32 and no more accurate. On CPU under TensorFlow that is Intel AMX or
+AVX512_BF16 (oneDNN's kernels); under JAX, XLA's CPU convs were measured
+slower in bfloat16 even with AMX (xception_65, OS 16, 513x513, 2 vCPUs of a
+Xeon with AMX, 6 alternating runs: best 4.96 against 3.77 s, medians 7.1
+against 6.2 s), so `auto` is float32 on a JAX CPU. On a GPU under JAX
+(compute capability 8.0 or newer) bfloat16 pays only with enough work per
+network call, so `auto` decides per call size from the measured table
+`GPU_MEASURED` (`gpu_bfloat16_from`). Weights stay float32; a bfloat16 model computes every layer
 in bfloat16 except its last affine layer and what follows it (logits and
 their upsampling), which stay float32, as `build_model(dtype=...)` builds them.
 """
@@ -80,19 +84,11 @@ def resolve_precision(precision="auto", cpuinfo=CPUINFO, positions=None):
     if precision != "auto":
         return precision
     if keras.backend.backend() == "jax":
-        on_gpu = _gpu_has_native_bf16()
-        if on_gpu is not None:
-            threshold = gpu_bfloat16_from()
-            faster = (on_gpu and positions is not None and threshold is not None
-                      and positions >= threshold)
-            return "bfloat16" if faster else "float32"
+        threshold = gpu_bfloat16_from()
+        faster = (_gpu_has_native_bf16() and positions is not None and threshold is not None
+                  and positions >= threshold)
+        return "bfloat16" if faster else "float32"
     return "bfloat16" if cpu_has_native_bf16(cpuinfo) else "float32"
-
-
-def depends_on_size(precision):
-    """Whether `auto` decides per call size here (on a JAX GPU)."""
-    return (precision == "auto" and keras.backend.backend() == "jax"
-            and _gpu_has_native_bf16() is not None)
 
 
 def _float32_tail(model):

@@ -9,7 +9,6 @@ its own size.
 
 import os
 
-import keras
 import matplotlib
 import numpy as np
 from tqdm import tqdm
@@ -58,8 +57,8 @@ def confusion_matrix(model, dataset, scales=(1.0,), flip=False, output_stride=No
     if output_stride is not None and output_stride != model.output_stride:
         model = with_output_stride(model, output_stride)
     segmenter = Segmenter(model, scales=scales, flip=flip, tile=tile, precision=precision)
-    metric = keras.metrics.MeanIoU(dataset.num_classes, sparse_y_true=True, sparse_y_pred=True,
-                                   dtype="float64")
+    classes = dataset.num_classes
+    confusion = np.zeros((classes, classes), np.int64)  # in numpy: JAX has no 64-bit counts
     over_crop = 0
     import_tensorflow()  # tf.data reads the images: under JAX, with TensorFlow's GPUs hidden
     examples = pipeline.decoded_examples(dataset).prefetch(2)
@@ -75,8 +74,9 @@ def confusion_matrix(model, dataset, scales=(1.0,), flip=False, output_stride=No
             over_crop += 1
         predicted = predict(segmenter, image, eval_crop_size)
         valid = label != IGNORE_LABEL
-        metric.update_state(np.where(valid, label, 0), predicted, sample_weight=valid)
-    return keras.ops.convert_to_numpy(metric.total_cm).astype(np.int64), over_crop
+        pairs = label[valid].astype(np.int64) * classes + predicted[valid]
+        confusion += np.bincount(pairs, minlength=classes * classes).reshape(classes, classes)
+    return confusion, over_crop
 
 
 def summarize(confusion, classes, settings=None, ignored_classes=()):

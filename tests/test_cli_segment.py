@@ -72,8 +72,8 @@ def _stderr_lines(capsys):
 def test_every_format_gives_labels_overlay_and_json_in_one_trace(files, tmp_path, monkeypatch):
     traced = []
 
-    def recording(model, precision):
-        traced.append(compiled(model, precision))
+    def recording(model, precision, **options):
+        traced.append(compiled(model, precision, **options))
         return traced[-1]
 
     compiled = inference.compiled_call

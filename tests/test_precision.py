@@ -11,7 +11,9 @@ from deeplab_xception import build_model
 from deeplab_xception.cli import main
 from deeplab_xception.errors import UserError
 from deeplab_xception.inference import FrozenGraph, Segmenter, compiled_call, fold_batch_norms
-from deeplab_xception.precision import cpu_has_native_bf16, resolve_precision, with_precision
+from deeplab_xception import precision
+from deeplab_xception.precision import (cpu_has_native_bf16, gpu_bfloat16_from, positions_per_call,
+                                        resolve_precision, with_precision)
 from helpers import randomize_weights
 
 # First-processor lines as Linux prints them (flags abridged to the relevant ones).
@@ -39,6 +41,26 @@ def test_unreadable_cpuinfo_means_float32(tmp_path):
     assert resolve_precision("auto", tmp_path / "missing") == "float32"
     with pytest.raises(UserError, match="--precision: 'float16' is not one of auto"):
         resolve_precision("float16")
+
+
+def test_auto_on_jax_is_bfloat16_only_on_gpus_and_calls_it_was_measured_faster_at(monkeypatch,
+                                                                                   tmp_path):
+    assert gpu_bfloat16_from() == 65 * 65  # slower at 33 x 33 positions, faster from 65 x 65
+    assert gpu_bfloat16_from([(10, 1.0, 0.9), (20, 1.0, 1.1), (30, 1.0, 0.8), (40, 1.0, 0.7)]) == 30
+    assert gpu_bfloat16_from([(10, 1.0, 1.1)]) is None
+    assert positions_per_call((16, 513, 513, 3), 16) == 16 * 33 * 33
+    amx = tmp_path / "cpuinfo"
+    amx.write_text(SAPPHIRE_RAPIDS)
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    for gpu, batch, stride, expected in ((True, 1, 16, "float32"), (True, 1, 8, "bfloat16"),
+                                         (True, 16, 16, "bfloat16"), (False, 1, 8, "float32"),
+                                         (None, 16, 8, "float32")):  # None: no GPU, JAX on CPU
+        monkeypatch.setattr(precision, "_gpu_has_native_bf16", lambda: gpu)
+        positions = positions_per_call((batch, 513, 513, 3), stride)
+        assert resolve_precision("auto", amx, positions) == expected, (gpu, batch, stride)
+        assert resolve_precision("float32", amx, positions) == "float32"
+    monkeypatch.setattr(precision, "_gpu_has_native_bf16", lambda: True)
+    assert resolve_precision("auto", amx) == "float32"  # the call's size unknown
 
 
 @pytest.fixture(scope="module")

@@ -70,5 +70,6 @@ def add_precision_option(parser, default):
     """--precision: what the network computes in; softmax, argmax and averaging stay float32."""
     parser.add_argument("--precision", choices=PRECISIONS, default=default,
                         help="what the network computes in: bfloat16 (weights stay float32, "
-                             "logits float32), float32, or auto: bfloat16 where the CPU has "
-                             f"AMX or AVX512_BF16, else float32 (default {default})")
+                             "logits float32), float32, or auto: bfloat16 where it was measured "
+                             "faster (TensorFlow on a CPU with AMX or AVX512_BF16; JAX on a GPU, "
+                             f"for large enough calls), else float32 (default {default})")
