@@ -8,6 +8,7 @@ import numpy as np
 from keras import ops
 
 from deeplab_xception.backend import enable_compilation_cache
+from deeplab_xception.depthwise import with_shifted_depthwise
 from deeplab_xception.errors import UserError
 from deeplab_xception.layers import scale_dimension
 from deeplab_xception.precision import positions_per_call, resolve_precision, with_precision
@@ -196,7 +197,9 @@ class InferenceFunction:
 
 
 class JaxFunction:
-    """`model`'s inference under JAX: its batch norms folded, then one XLA program per
+    """`model`'s inference under JAX: its batch norms folded and its depthwise convs
+    shifted (`depthwise`: XLA's grouped conv is slower and compiles for tens of seconds
+    on a GPU, docs/benchmarks.md), then one XLA program per
     (input shape, precision), compiled on first use and reused for every later image or
     tile of that shape (and kept across runs in JAX's persistent compilation cache,
     `backend.enable_compilation_cache`). The weights go to the device once and enter
@@ -225,7 +228,7 @@ class JaxFunction:
         if precision not in self.networks:
             if self.folded is None:
                 self.folded = fold_batch_norms(self.model)
-            network = with_precision(self.folded, precision)
+            network = with_shifted_depthwise(with_precision(self.folded, precision))
 
             def infer(weights, images):
                 outputs, _ = network.stateless_call(*weights, images, training=False)

@@ -25,11 +25,13 @@ NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 CPUINFO = "/proc/cpuinfo"
 # Inference on a JAX GPU by work per call: (output positions per call, that is batch x
 # ceil(H / OS) x ceil(W / OS), float32 ms, bfloat16 ms). xception_65 DeepLabv3+, 21
-# classes, 513 x 513, one H200 (issue 25). bfloat16 lost at batch 1, OS 16.
+# classes, 513 x 513, depthwise convs shifted, one H200 (benchmarks/gpu.py,
+# docs/benchmarks.md). bfloat16 lost at batch 1, OS 16.
 GPU_MEASURED = (
-    (1 * 33 * 33, 4.07, 4.74),  # batch 1, OS 16
-    (1 * 65 * 65, 14.4, 12.8),  # batch 1, OS 8
-    (16 * 33 * 33, 28.7, 22.3),  # batch 16, OS 16
+    (1 * 33 * 33, 3.15, 3.46),  # batch 1, OS 16
+    (1 * 65 * 65, 6.94, 5.85),  # batch 1, OS 8
+    (16 * 33 * 33, 25.10, 18.35),  # batch 16, OS 16
+    (16 * 65 * 65, 68.01, 60.28),  # batch 16, OS 8
 )
 
 
