@@ -7,7 +7,6 @@ ImageNet classifiers are evaluated on the central 87.5% of the image resized
 to 299 x 299, as the Inception evaluation does.
 """
 
-import tensorflow as tf
 from keras import ops
 
 MEAN_PIXEL = 127.5

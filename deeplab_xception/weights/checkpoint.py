@@ -3,8 +3,6 @@
 import glob
 import os
 
-import tensorflow as tf
-
 from deeplab_xception.errors import UserError
 from deeplab_xception.weights.official import (
     BACKBONE, OFFICIAL_SCOPES, SCOPE_VARIANTS, backbone_of, official_scope, official_variables,
@@ -17,6 +15,8 @@ OPTIMIZER_SLOTS = ("Momentum", "RMSProp", "RMSProp_1", "Adam", "Adam_1", "Expone
 
 def find_checkpoint(path):
     """The prefix of the checkpoint at `path`: a prefix, one of its files, or a directory holding one."""
+    import tensorflow as tf  # TF1 checkpoints need TensorFlow; .keras files never come here
+
     path = os.fspath(path)
     if os.path.isdir(path):
         latest = tf.train.latest_checkpoint(path)
@@ -51,6 +51,8 @@ class OfficialCheckpoint:
     """
 
     def __init__(self, path):
+        import tensorflow as tf
+
         self.path = find_checkpoint(path)
         try:
             self.reader = tf.train.load_checkpoint(self.path)
