@@ -13,9 +13,20 @@ BOOKKEEPING = ("global_step", "beta1_power", "beta2_power")
 OPTIMIZER_SLOTS = ("Momentum", "RMSProp", "RMSProp_1", "Adam", "Adam_1", "ExponentialMovingAverage")
 
 
+def _tensorflow(path):
+    """TensorFlow, which reads TF1 checkpoints (.keras files never come here)."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise UserError(f"{path}: a TF1 checkpoint needs TensorFlow to read; convert it once "
+                        "where TensorFlow is installed (deeplab-xception convert SOURCE "
+                        "model.keras) and use the .keras file") from None
+    return tf
+
+
 def find_checkpoint(path):
     """The prefix of the checkpoint at `path`: a prefix, one of its files, or a directory holding one."""
-    import tensorflow as tf  # TF1 checkpoints need TensorFlow; .keras files never come here
+    tf = _tensorflow(path)
 
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -51,8 +62,7 @@ class OfficialCheckpoint:
     """
 
     def __init__(self, path):
-        import tensorflow as tf
-
+        tf = _tensorflow(path)
         self.path = find_checkpoint(path)
         try:
             self.reader = tf.train.load_checkpoint(self.path)
