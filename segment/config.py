@@ -34,6 +34,7 @@ class DataConfig:
     max_scale: float = 2.0
     scale_step: float = 0.25
     flip: bool = True
+    workers: int = 0                    # JAX only: input processes; 0: one per core but one
 
 
 @dataclasses.dataclass

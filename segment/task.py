@@ -1,7 +1,11 @@
-"""Semantic segmentation as a task for the shared trainer: data, model, loss, metrics."""
+"""Semantic segmentation as a task for the shared trainer: data, model, loss, metrics.
+
+Its data comes as tf.data datasets for the TensorFlow trainer and as
+`keras.utils.PyDataset`s (`segment.batches`, no TensorFlow) for the JAX
+trainer; TensorFlow is imported only by the former.
+"""
 
 import keras
-import tensorflow as tf
 
 from deeplab_xception.deeplab import DeepLabV3Plus
 from deeplab_xception.errors import UserError
@@ -9,7 +13,6 @@ from deeplab_xception.layers import configure_batch_norms
 from deeplab_xception.models import build_model
 from deeplab_xception.preprocessing import IGNORE_LABEL
 from deeplab_xception.training import WarmStart
-from segment import augment, pipeline
 from segment.datasets import load_dataset
 
 LOGITS = DeepLabV3Plus.LOGITS
@@ -67,6 +70,8 @@ class SegmentationTask:
         return WarmStart(init.weights, required=(*backbone, LOGITS), check=check)
 
     def train_dataset(self, input_context, batch_size):
+        from segment import pipeline
+
         data = self.config.data
         if not data.tfrecords and self._train_files is None:
             self._train_files = self.train_set.file_list(progress=True)
@@ -81,17 +86,47 @@ class SegmentationTask:
         checked once per process. The `evaluate` command runs the full protocol;
         this is the quick view.
         """
+        import tensorflow as tf
+
+        from segment import augment, pipeline
+
         data = self.config.data
-        if self._val is None:
-            val_set = load_dataset(data.format, data.root, data.val_split,
-                                   categories=data.categories)
-            self._val = val_set, val_set.file_list(progress=True)
-        val_set, files = self._val
+        val_set, files = self._val_split()
         crop = tuple(data.eval_crop_size)
         return (pipeline.decoded_examples(val_set, files=files)
                 .map(lambda image, label: augment.eval_pad(image, label, crop),
                      num_parallel_calls=tf.data.AUTOTUNE)
                 .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+
+    def _val_split(self):
+        """The validation split and its FileList, listed and checked once per process."""
+        if self._val is None:
+            data = self.config.data
+            val_set = load_dataset(data.format, data.root, data.val_split,
+                                   categories=data.categories)
+            self._val = val_set, val_set.file_list(progress=True)
+        return self._val
+
+    def train_batches(self, batch_size, seed):
+        """The JAX trainer's input: `segment.batches.TrainBatches` over the dataset folder."""
+        from segment.batches import TrainBatches
+
+        data = self.config.data
+        if data.tfrecords:
+            raise UserError(f"data.tfrecords: {data.tfrecords!r}: TFRecords need TensorFlow; "
+                            'the JAX trainer reads the dataset folder (data.tfrecords="")')
+        if self._train_files is None:
+            self._train_files = self.train_set.file_list(progress=True)  # headers checked once
+        return TrainBatches(self.train_set, batch_size, data.crop_size, data.min_scale,
+                            data.max_scale, data.scale_step, data.flip, seed=seed,
+                            workers=data.workers)
+
+    def eval_batches(self, batch_size):
+        """The JAX trainer's view of the validation split: `segment.batches.EvalBatches`."""
+        from segment.batches import EvalBatches
+
+        val_set, _ = self._val_split()
+        return EvalBatches(val_set, batch_size, self.config.data.eval_crop_size)
 
     def loss(self, labels, outputs):
         """Softmax cross-entropy on logits at the label size, averaged over non-ignored pixels."""

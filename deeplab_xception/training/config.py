@@ -13,6 +13,14 @@ import math
 
 from deeplab_xception.errors import UserError
 
+# What a run leaves in model_dir besides its checkpoints, whichever engine trained it.
+FINAL_MODEL = "model.keras"
+EVAL_RESULTS = "eval_results.json"     # {step: {metric: value}}
+# Written atomically by the chief once the last checkpoint is saved: {"step": final step}.
+# The evaluator stops on it, so it never redoes the step arithmetic of a strategy it
+# does not run (replicas in sync, epochs).
+FINAL_STEP = "final_step.json"
+
 STRATEGIES = ("default", "mirrored", "multi_worker", "parameter_server")
 SCHEDULES = ("exponential", "poly", "constant")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")

@@ -8,13 +8,8 @@ import tensorflow as tf
 from deeplab_xception.errors import UserError
 from deeplab_xception.io import write_json
 from deeplab_xception.training import state
-from deeplab_xception.training.config import TrainerConfig
-
-RESULTS = "eval_results.json"
-# Written atomically by the chief once the last checkpoint is saved: {"step": final step}.
-# The evaluator stops on it, so it never redoes the step arithmetic of a strategy it
-# does not run (replicas in sync, epochs).
-FINAL_STEP = "final_step.json"
+from deeplab_xception.training.config import EVAL_RESULTS as RESULTS
+from deeplab_xception.training.config import FINAL_STEP, TrainerConfig
 POLL_SECONDS = 2
 
 

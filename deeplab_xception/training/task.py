@@ -20,7 +20,6 @@ import dataclasses
 from typing import Callable, Optional, Protocol, runtime_checkable
 
 import keras
-import tensorflow as tf
 
 
 @runtime_checkable
@@ -39,15 +38,15 @@ class Task(Protocol):
         then this random initialization), and evaluators build it too.
         """
 
-    def train_dataset(self, input_context: tf.distribute.InputContext,
-                      batch_size: int) -> tf.data.Dataset:
+    def train_dataset(self, input_context: "tf.distribute.InputContext",
+                      batch_size: int) -> "tf.data.Dataset":
         """An infinite (repeated), shuffled dataset of (features, labels) batches.
 
         `batch_size` is per replica; batch with `drop_remainder=True` so shapes
         are static. Shard files by `input_context` (see the module docstring).
         """
 
-    def loss(self, labels: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
+    def loss(self, labels, outputs):
         """A scalar: the mean loss over *this replica's* batch, without weight decay.
 
         The task decides what is averaged (examples for classification,
@@ -79,7 +78,7 @@ class OptionalTaskMethods(Protocol):
         and never in an evaluator.
         """
 
-    def eval_dataset(self, batch_size: int) -> tf.data.Dataset:
+    def eval_dataset(self, batch_size: int) -> "tf.data.Dataset":
         """A finite dataset of (features, labels) batches for the evaluator: one pass, in order."""
 
     def metrics(self) -> list:
@@ -89,6 +88,15 @@ class OptionalTaskMethods(Protocol):
         and writes `metric.result()` under the metric's name.
         """
 
-    def image_summaries(self, features: tf.Tensor, labels: tf.Tensor,
-                        outputs: tf.Tensor) -> Optional[dict]:
+    def train_batches(self, batch_size: int, seed: int) -> keras.utils.PyDataset:
+        """The JAX trainer's input (no TensorFlow): an infinite PyDataset whose item `i` is
+        the (features, labels) numpy batch of `batch_size` (global: every device's share)
+        for step i + 1, a pure function of (seed, i), so a resumed run reads on from step
+        i. Its `workers` and `use_multiprocessing` say how the trainer computes batches ahead.
+        """
+
+    def eval_batches(self, batch_size: int) -> keras.utils.PyDataset:
+        """The JAX trainer's evaluation data: a finite PyDataset of equally shaped batches."""
+
+    def image_summaries(self, features, labels, outputs) -> Optional[dict]:
         """{name: uint8 or [0, 1] float NHWC images} written to TensorBoard by the evaluator."""

@@ -5,6 +5,7 @@ function runs under every strategy; only its dispatch differs (a direct call,
 or `ClusterCoordinator.schedule` on whichever worker is free).
 """
 
+import glob
 import math
 import os
 import re
@@ -20,14 +21,11 @@ from deeplab_xception.errors import ClusterLost, UserError
 from deeplab_xception.io import atomic_path, write_json
 from deeplab_xception.layers import configure_batch_norms
 from deeplab_xception.training import cluster, evaluator, state
+from deeplab_xception.training.config import FINAL_MODEL
 from deeplab_xception.training.optimization import (
     decayed_kernels, learning_rate, make_optimizer, weight_decay)
+from deeplab_xception.training.start import apply_warm_start, warm_start_of
 from deeplab_xception.training.strategy import make_strategy
-from deeplab_xception.training.task import WarmStart
-from deeplab_xception.weights import load_model
-from deeplab_xception.weights.transfer import copy_matching_weights
-
-FINAL_MODEL = "model.keras"
 PS_TASK = re.compile(r"/job:ps/replica:\d+/task:(\d+)")
 
 
@@ -63,26 +61,6 @@ def lost_parameter_server(error, model_dir):
     resume = (f"resume from checkpoint {os.path.basename(latest)}" if latest
               else "no checkpoint yet: the restart begins at step 0")
     return ClusterLost(f"{who} is gone; {resume} (restart the whole job)")
-
-
-def warm_start_of(task, model, config):
-    """The run's WarmStart: the task's (fine-tuning's `init`), or `init_checkpoint`, or None."""
-    spec = task.warm_start(model) if hasattr(task, "warm_start") else None
-    if spec and config.init_checkpoint:
-        raise UserError(f"trainer.init_checkpoint: {config.init_checkpoint!r} and the task's "
-                        f"starting weights {spec.source!r} are both set; keep one")
-    if config.init_checkpoint:
-        return WarmStart(config.init_checkpoint)
-    return spec
-
-
-def apply_warm_start(model, spec):
-    """Copies `spec.source` into `model`; the source lives outside any strategy scope, so a
-    parameter-server job never holds a second model's variables on its PS tasks."""
-    source = load_model(spec.source)
-    if spec.check:
-        spec.check(source)
-    return copy_matching_weights(model, source, spec.source, spec.required, spec.skip)
 
 
 def prepare(config):
@@ -170,13 +148,11 @@ def train(task, config):
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
     manager = tf.train.CheckpointManager(checkpoint, write_dir,
                                          max_to_keep=config.keep_checkpoints)
-    # Where the starting weights come from, first match wins:
-    # 1. the latest checkpoint in model_dir: a restarted job resumes at its exact
-    #    step, and never opens the warm-start source again;
-    # 2. the warm start: the task's (fine-tuning's `init`) or trainer.init_checkpoint,
-    #    copied layer by layer by name;
-    # 3. build_model's random initialization.
+    # Where the starting weights come from: see training/start.py.
     latest = tf.train.latest_checkpoint(config.model_dir)
+    if not latest and glob.glob(os.path.join(glob.escape(config.model_dir), "ckpt-*.weights.h5")):
+        raise UserError(f"{config.model_dir}: holds checkpoints of the JAX trainer; resume it "
+                        "with KERAS_BACKEND=jax, or give another trainer.model_dir")
     spec = None if latest else warm_start_of(task, model, config)
     if latest:
         checkpoint.restore(latest).assert_existing_objects_matched()
