@@ -17,7 +17,6 @@ computes its statistics over the whole batch (synchronized batch norm).
 """
 
 import collections
-import contextlib
 import glob
 import itertools
 import json
@@ -25,7 +24,6 @@ import math
 import multiprocessing
 import os
 import re
-import sys
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -34,6 +32,8 @@ import jax
 import keras
 from keras import ops
 
+from deeplab_xception.backend import enable_compilation_cache, keep_keras_off_tensorflow
+from deeplab_xception.depthwise import with_shifted_depthwise
 from deeplab_xception.errors import UserError
 from deeplab_xception.io import atomic_path, write_json
 from deeplab_xception.training.config import EVAL_RESULTS, FINAL_MODEL, FINAL_STEP
@@ -58,34 +58,7 @@ def prepare(config):
         raise UserError("precision: mixed_float16 (loss scaling) trains on TensorFlow only; "
                         "use mixed_bfloat16 under JAX")
     enable_compilation_cache()
-
-
-def enable_compilation_cache():
-    """JAX's persistent compilation cache under the package's cache folder: a second run of
-    the same model compiles nothing. With it JAX also keeps XLA's per-fusion GPU autotuning
-    results there (`jax_persistent_cache_enable_xla_caches`), so a changed program re-tunes
-    only its new kernels. Neither changes what runs, only whether it is compiled again."""
-    from deeplab_xception.weights.sources import default_cache_dir
-
-    if not jax.config.jax_compilation_cache_dir:
-        jax.config.update("jax_compilation_cache_dir", os.path.join(default_cache_dir(), "jax"))
-
-
-@contextlib.contextmanager
-def tensorflow_unseen():
-    """Keras imports TensorFlow wherever it is installed to seed it (set_random_seed) and to
-    check for its types (model.save); under JAX neither needs it, and an imported TensorFlow
-    claims every GPU's memory. Inside this block Keras takes TensorFlow as absent."""
-    from keras.src.utils.module_utils import tensorflow
-
-    untouched = tensorflow._available is None and "tensorflow" not in sys.modules
-    if untouched:
-        tensorflow._available = False
-    try:
-        yield
-    finally:
-        if untouched:
-            tensorflow._available = None
+    keep_keras_off_tensorflow()  # Keras would import it to seed and to save models
 
 
 # -- checkpoints ---------------------------------------------------------------
@@ -146,12 +119,6 @@ def prefetched(dataset, first):
 
 
 def train(task, config):
-    """Trains `task` to `total_steps` in this process; returns the final step (see `_train`)."""
-    with tensorflow_unseen():
-        return _train(task, config)
-
-
-def _train(task, config):
     """Trains `task` to `total_steps` in this process; returns the final step.
 
     Writes `ckpt-<step>.weights.h5` checkpoints (resumed at their exact step, the data
@@ -212,6 +179,10 @@ def _train(task, config):
     start = int(optimizer.iterations.numpy())
 
     # -- step -----------------------------------------------------------------
+    # The step runs a copy whose depthwise convs are shifted multiply-adds (same variables,
+    # in the same order): on a GPU XLA's grouped conv is slower and compiles for minutes.
+    network = with_shifted_depthwise(model)
+
     def replica_mean(labels, outputs):
         """The task's loss on each device's share of the batch, averaged over devices."""
         size = global_batch // replicas
@@ -220,8 +191,8 @@ def _train(task, config):
                                    for r in range(replicas)]))
 
     def objective(trainable, non_trainable, features, labels):
-        outputs, non_trainable = model.stateless_call(trainable, non_trainable, features,
-                                                      training=True)
+        outputs, non_trainable = network.stateless_call(trainable, non_trainable, features,
+                                                        training=True)
         loss = replica_mean(labels, outputs)
         with keras.StatelessScope(state_mapping=list(zip(model.trainable_variables, trainable))):
             decay = weight_decay(kernels, config.weight_decay)
@@ -237,7 +208,7 @@ def _train(task, config):
 
     def predict_fn(state, features):
         trainable, non_trainable, _ = state
-        return model.stateless_call(trainable, non_trainable, features, training=False)[0]
+        return network.stateless_call(trainable, non_trainable, features, training=False)[0]
 
     state = ([v.value for v in model.trainable_variables],
              [v.value for v in model.non_trainable_variables],
