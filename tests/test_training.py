@@ -286,3 +286,65 @@ def test_ctrl_c_on_the_chief_saves_a_checkpoint_to_resume_from(tmp_path):
     saved = tf.train.load_checkpoint(str(tmp_path)).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")[0]
     assert 0 < saved < 100000
     assert not (tmp_path / FINAL_MODEL).exists()
+
+
+def _checkpoint_files(model_dir):
+    """{name: bytes} of every ckpt-N file in `model_dir`."""
+    return {p.name: p.read_bytes() for p in sorted(model_dir.glob("ckpt-*"))}
+
+
+class _PixelTask(_OneBatchTask):
+    """A one-layer classifier of 4x4 images: the loop's bookkeeping in a second a run."""
+
+    def __init__(self):
+        super().__init__(size=4)
+
+    def build_model(self):
+        inputs = keras.Input((self.size, self.size, 3))
+        pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+        return keras.Model(inputs, keras.layers.Dense(self.classes, activation="softmax")(pooled))
+
+
+def test_a_resume_never_restarts_over_its_checkpoints(tmp_path, capsys):
+    """A missing or garbled `checkpoint` index file: the run continues from the newest
+    ckpt-N on disk; a checkpoint missing files, truncated or corrupt stops it in one line,
+    every file left as it was (final_step.json included)."""
+    def config(steps):
+        return TrainerConfig(model_dir=str(tmp_path), train_steps=steps, batch_size_per_replica=2,
+                             checkpoint_every=1, learning_rate=ScheduleConfig(name="constant"))
+
+    assert train(_PixelTask(), config(2)) == 2
+    written = _checkpoint_files(tmp_path)
+    assert {"ckpt-1.index", "ckpt-2.index"} <= set(written)
+    (tmp_path / "checkpoint").write_text("model_checkpoint_path: {{{ garbled")
+    capsys.readouterr()
+    assert train(_PixelTask(), config(3)) == 3
+    assert f"resuming from {tmp_path / 'ckpt-2'} at step 2" in capsys.readouterr().out
+    (tmp_path / "checkpoint").unlink()
+    assert train(_PixelTask(), config(4)) == 4
+    assert f"resuming from {tmp_path / 'ckpt-3'} at step 3" in capsys.readouterr().out
+    kept = _checkpoint_files(tmp_path)
+    assert {name: kept[name] for name in written} == written  # ckpt-1 and ckpt-2 untouched
+
+    data = tmp_path / "ckpt-4.data-00000-of-00001"
+    index = tmp_path / "ckpt-4.index"
+    damages = [
+        (lambda: index.unlink(), "ckpt-4: incomplete checkpoint (no .index); move ckpt-4.* out of"),
+        (lambda: data.write_bytes(data.read_bytes()[:40]), "ckpt-4: unreadable checkpoint, "
+                                                           "truncated or corrupt (IndexError)"),
+        (lambda: index.write_bytes(index.read_bytes()[:-9] + b"\0" * 9),
+         "ckpt-4: unreadable checkpoint, truncated or corrupt"),
+    ]
+    for damage, message in damages:
+        kept = _checkpoint_files(tmp_path)
+        damage()
+        damaged = _checkpoint_files(tmp_path)
+        marker = (tmp_path / "final_step.json").read_bytes()
+        with pytest.raises(UserError) as error:
+            train(_PixelTask(), config(6))
+        assert str(error.value).startswith(f"{tmp_path / message}"), error.value
+        assert "\n" not in str(error.value)
+        assert _checkpoint_files(tmp_path) == damaged
+        assert (tmp_path / "final_step.json").read_bytes() == marker
+        for name, content in kept.items():  # undo the damage for the next case
+            (tmp_path / name).write_bytes(content)

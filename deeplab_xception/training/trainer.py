@@ -117,8 +117,6 @@ def train(task, config):
     chief = cluster.is_chief()
     write_dir = config.model_dir if chief else tempfile.mkdtemp(prefix="worker-")
     final_marker = os.path.join(config.model_dir, evaluator.FINAL_STEP)
-    if chief and os.path.exists(final_marker):
-        os.remove(final_marker)  # an earlier run's end; this run writes its own
 
     # -- input ----------------------------------------------------------------
     def dataset_fn(input_context):
@@ -176,14 +174,16 @@ def train(task, config):
     # 2. the warm start: the task's (fine-tuning's `init`) or trainer.init_checkpoint,
     #    copied layer by layer by name;
     # 3. build_model's random initialization.
-    latest = tf.train.latest_checkpoint(config.model_dir)
+    latest = state.resume_point(config.model_dir)
     spec = None if latest else warm_start_of(task, model, config)
     if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
+        state.restore(checkpoint, latest)
         if chief:
             print(f"resuming from {latest} at step {state.value(step)}", flush=True)
     elif spec:
         apply_warm_start(model, spec)
+    if chief and os.path.exists(final_marker):
+        os.remove(final_marker)  # an earlier run's end; this run writes its own
 
     # -- loop -----------------------------------------------------------------
     writer = tf.summary.create_file_writer(os.path.join(write_dir, "train"))
