@@ -115,6 +115,19 @@ def test_convert_writes_a_model_file_equal_to_the_checkpoint(files, tmp_path, ca
     assert "--num-classes: " in (err := capsys.readouterr().err) and "has 4 classes, asked for 21" in err
     assert sorted(os.listdir(tmp_path)) == ["ckpt"]  # nothing half-written
 
+    mine, folder = tmp_path / "mine.keras", tmp_path / "folder.keras"
+    mine.write_bytes(b"a model of mine")
+    folder.mkdir()
+    for dst, extra, message in [(mine, [], "already exists; give --overwrite to replace it"),
+                                (folder, [], "is a folder; the output must be a .keras file"),
+                                (folder, ["--overwrite"], "is a folder")]:
+        assert main(["convert", prefix, str(dst), *extra]) == 2
+        assert _error_line(capsys).startswith(f"deeplab-xception convert: error: {dst}: {message}")
+    assert mine.read_bytes() == b"a model of mine" and not os.listdir(folder)
+    assert main(["convert", prefix, str(mine), "--overwrite"]) == 0
+    np.testing.assert_allclose(keras.models.load_model(mine)(images), model(images), atol=1e-5)
+    assert sorted(os.listdir(tmp_path)) == ["ckpt", "folder.keras", "mine.keras"]
+
 
 def _error_line(capsys):
     err = capsys.readouterr().err.strip()

@@ -20,12 +20,25 @@ def describe(model):
     return ", ".join(parts)
 
 
+def check_destination(dst, overwrite):
+    """Refuses, before any loading, a DST that is not a .keras name, is a folder or a link,
+    or exists without --overwrite."""
+    import os
+
+    if not dst.endswith(".keras"):
+        raise UserError(f"{dst}: the output must be a .keras file")
+    if os.path.isdir(dst) or os.path.islink(dst):
+        raise UserError(f"{dst}: is a {'link' if os.path.islink(dst) else 'folder'}; "
+                        "the output must be a .keras file")
+    if os.path.lexists(dst) and not overwrite:
+        raise UserError(f"{dst}: already exists; give --overwrite to replace it")
+
+
 def run(args):
     from deeplab_xception.io import atomic_path
     from deeplab_xception.weights import load_model
 
-    if not args.dst.endswith(".keras"):
-        raise UserError(f"{args.dst}: the output must be a .keras file")
+    check_destination(args.dst, args.overwrite)
     try:
         model = load_model(args.src, kind=args.kind, num_classes=args.num_classes,
                            output_stride=args.output_stride)
@@ -43,6 +56,7 @@ def register(subparsers):
                     "URL or zoo name), a Keras Xception .h5 or a .keras file, and writes DST.keras.")
     parser.add_argument("src", metavar="SRC")
     parser.add_argument("dst", metavar="DST")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing DST file")
     parser.add_argument("--kind", "--task", dest="kind", choices=KINDS,
                         help="model to build (default: what SRC holds; deeplab on an ImageNet "
                              "checkpoint gives a new head for fine-tuning)")
