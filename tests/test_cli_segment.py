@@ -274,3 +274,36 @@ def test_non_positive_scales_are_refused_by_name(command, files, tmp_path, capsy
     assert exit_info.value.code == 2
     assert "argument --scales: scales must be positive, got 0" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_or_unwritable_output_dir_is_one_line_and_leaves_nothing(
+        files, tmp_path, capsys, monkeypatch):
+    """posix_fallocate answers ENOSPC as on a full disk, where writing into the sparse
+    memory-mapped .npy would have killed the process with SIGBUS."""
+    import errno
+
+    def disk_full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    out = tmp_path / "out"
+    photo = str(files["photos"] / "camera.png")
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "posix_fallocate", disk_full)
+        assert main(["segment", photo, "--weights", files["weights"], "--output-dir", str(out),
+                     "--save-probabilities"]) == 2
+    assert _stderr_lines(capsys) == [f"deeplab-xception segment: error: {out / 'camera.npy'}: "
+                                     "cannot write it (No space left on device)"]
+    assert os.listdir(out) == []  # neither the .npy nor its temporary
+
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(tmp_path)
+                        else real_access(p, mode))
+    for command, inputs in [("segment", [photo]), ("evaluate", ["--data", str(tmp_path)])]:
+        assert main([command, *inputs, "--weights", files["weights"],
+                     "--output-dir", str(tmp_path / "new")]) == 2
+        assert _stderr_lines(capsys) == [f"deeplab-xception {command}: error: --output-dir: "
+                                         f"{tmp_path / 'new'} is not writable (permission denied)"]
+        assert main([command, *inputs, "--weights", files["weights"],
+                     "--output-dir", photo]) == 2
+        assert _stderr_lines(capsys)[-1].endswith(f"--output-dir: {photo} is a file, not a directory")
+    assert sorted(os.listdir(tmp_path)) == ["out"]

@@ -43,11 +43,13 @@ def eval_crop_size(values, weights, format):
 
 
 def run(args):
+    from deeplab_xception.io import check_output_dir
     from deeplab_xception.weights import load_model
     from segment.datasets import load_dataset
     from segment.evaluate import evaluate, format_table
     from segment.pipeline import label_errors_reported
 
+    check_output_dir(args.output_dir)  # before the evaluation, not after it
     crop = eval_crop_size(args.eval_crop_size, args.weights, args.format)
     dataset = load_dataset(args.format, args.data, args.split,
                            categories=tuple(c for c in args.categories.split(",") if c))

@@ -18,6 +18,7 @@ def run(args):
     from tqdm import tqdm
 
     from deeplab_xception.inference import Segmenter
+    from deeplab_xception.io import check_output_dir
     from deeplab_xception.predict import (class_table, find_images, load_segmentation_model,
                                           plan_outputs, read_batches, segment_batch)
 
@@ -27,8 +28,7 @@ def run(args):
         raise UserError(f"--alpha: must be between 0 and 1, got {args.alpha:g}")
     if args.dataset and args.classes:
         raise UserError("--dataset and --classes: give one of them")
-    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
-        raise UserError(f"--output-dir: {args.output_dir} is a file, not a directory")
+    check_output_dir(args.output_dir)
     images, failed = find_images(args.images)
     for problem in failed:
         report(problem)
