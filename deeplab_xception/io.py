@@ -4,6 +4,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import tempfile
 
 import cv2
@@ -82,8 +83,9 @@ def _native_stderr_silenced():
 
 
 def image_size(path):
-    """(height, width) from the file's header, without decoding the pixels; None when PIL
-    cannot tell (then only decoding can)."""
+    """(height, width) from the file's header, without decoding the pixels; None when
+    neither PIL nor the Radiance HDR header (which PIL does not read) can tell, and then
+    only decoding can."""
     from PIL import Image
 
     limit = Image.MAX_IMAGE_PIXELS
@@ -92,10 +94,28 @@ def image_size(path):
         with Image.open(path) as image:
             width, height = image.size
     except Exception:  # PIL raises many kinds for files it cannot parse
-        return None
+        return _radiance_size(path)
     finally:
         Image.MAX_IMAGE_PIXELS = limit
     return height, width
+
+
+RADIANCE_SIZE = re.compile(rb"\n\n([-+])([XY]) (\d+) ([-+])([XY]) (\d+)\n")
+
+
+def _radiance_size(path):
+    """(height, width) from a Radiance .hdr header ("#?RADIANCE", lines, a blank line, then
+    "-Y rows +X columns"), or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return None
+    match = RADIANCE_SIZE.search(head) if head.startswith((b"#?RADIANCE", b"#?RGBE")) else None
+    if not match:
+        return None
+    first, second = int(match.group(3)), int(match.group(6))
+    return (first, second) if match.group(2) == b"Y" else (second, first)
 
 
 def read_image(path, exif_orientation=True):
@@ -111,8 +131,11 @@ def read_image(path, exif_orientation=True):
         raise UserError(f"{path}: no such file")
     data = np.fromfile(path, dtype=np.uint8)
     flags = cv2.IMREAD_COLOR if exif_orientation else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
-    with _native_stderr_silenced():
-        image = cv2.imdecode(data, flags) if data.size else None
+    try:
+        with _native_stderr_silenced():
+            image = cv2.imdecode(data, flags) if data.size else None
+    except cv2.error:  # OpenCV's own limits (over 2**30 pixels), a decoder's failure
+        image = None
     if image is None:
         raise UserError(f"{path}: not a readable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

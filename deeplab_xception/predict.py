@@ -122,6 +122,19 @@ def named_datasets(formats):
     return {name: module for name, module in formats.items() if hasattr(module, "CLASSES")}
 
 
+def read_within_limit(path, scales=(1.0,), max_pixels=DEFAULT_MAX_PIXELS):
+    """read_image(path), refused (UserError naming it) when it, or one of its `scales`,
+    exceeds `max_pixels`: before decoding when the header gives the size, else after."""
+    size = image_size(path) if os.path.isfile(path) else None
+    problem = size and pixel_limit_problem(*size, scales, max_pixels)
+    if not problem:
+        image = read_image(path)
+        problem = pixel_limit_problem(*image.shape[:2], scales, max_pixels)
+    if problem:
+        raise UserError(f"{path}: {problem}")
+    return image
+
+
 def read_batches(paths, batch_size, failed, scales=(1.0,), max_pixels=DEFAULT_MAX_PIXELS):
     """[(path, image)] lists of one image size, at most `batch_size` long; a batch goes when
     full, or, the largest, when too many images wait. Unreadable files, and files whose
@@ -129,13 +142,8 @@ def read_batches(paths, batch_size, failed, scales=(1.0,), max_pixels=DEFAULT_MA
     undecoded."""
     pending = {}
     for path in paths:
-        size = image_size(path) if os.path.isfile(path) else None
-        problem = size and pixel_limit_problem(*size, scales, max_pixels)
-        if problem:
-            failed(f"{path}: {problem}")
-            continue
         try:
-            image = read_image(path)
+            image = read_within_limit(path, scales, max_pixels)
         except UserError as e:
             failed(str(e))
             continue

@@ -3,6 +3,7 @@
 import json
 import sys
 
+from deeplab_xception.cli.options import DEFAULT_MAX_PIXELS, add_max_pixels_option
 from deeplab_xception.errors import UserError
 
 BATCH_SIZE = 8  # images read, cropped and classified together; only these are held
@@ -27,20 +28,22 @@ def imagenet_names(num_classes):
     return names if num_classes == 1000 else ["background"] + names
 
 
-def crops(paths, size, central_fraction, failed):
+def crops(paths, size, central_fraction, failed, max_pixels=DEFAULT_MAX_PIXELS):
     """Batches of (paths, crops): each image's evaluation crop, as the pretraining
-    evaluator takes it (`preprocessing.classifier_eval_image`). Unreadable files go to `failed(message)`."""
+    evaluator takes it (`preprocessing.classifier_eval_image`). Unreadable files, and
+    files of more than `max_pixels`, go to `failed(message)`."""
     import numpy as np
 
     from keras import ops
 
-    from deeplab_xception.io import read_image
+    from deeplab_xception.predict import read_within_limit
     from deeplab_xception.preprocessing import classifier_eval_image
 
     batch = []
     for path in paths:
         try:
-            crop = classifier_eval_image(read_image(path), size, central_fraction)
+            crop = classifier_eval_image(read_within_limit(path, max_pixels=max_pixels), size,
+                                         central_fraction)
             batch.append((path, ops.convert_to_numpy(crop)))
         except UserError as e:
             failed(str(e))
@@ -83,7 +86,7 @@ def run(args):
         failed.append(message)
         report(message)
 
-    for paths, images in crops(args.images, size, fraction, unreadable):
+    for paths, images in crops(args.images, size, fraction, unreadable, args.max_pixels):
         outputs = classify(images)
         probabilities = ops.convert_to_numpy(
             ops.softmax(outputs) if model.activation is None else outputs)
@@ -127,4 +130,5 @@ def register(subparsers):
                         help="share of each side kept by the central crop "
                              "(default: the pretraining evaluator's, 0.875)")
     parser.add_argument("--format", choices=("text", "json"), default="text")
+    add_max_pixels_option(parser)
     parser.set_defaults(run=run)

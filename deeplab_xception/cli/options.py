@@ -66,6 +66,14 @@ def add_eval_options(parser):
                              "scale, 513x513 tiles above")
 
 
+def add_max_pixels_option(parser, scaled=""):
+    """--max-pixels: the decompression-bomb limit, read from the header when it tells."""
+    parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                        help=f"skip images with more pixels than this{scaled}, read from the file "
+                             "header before decoding where it gives the size "
+                             f"(default {DEFAULT_MAX_PIXELS:_}, 100 megapixels)")
+
+
 def add_precision_option(parser, default):
     """--precision: what the network computes in; softmax, argmax and averaging stay float32."""
     parser.add_argument("--precision", choices=PRECISIONS, default=default,

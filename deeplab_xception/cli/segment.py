@@ -3,8 +3,8 @@
 import os
 import sys
 
-from deeplab_xception.cli.options import (DEFAULT_MAX_PIXELS, NAMED_DATASETS, add_eval_options,
-                                          add_precision_option, positive_int)
+from deeplab_xception.cli.options import (NAMED_DATASETS, add_eval_options,
+                                          add_max_pixels_option, add_precision_option)
 from deeplab_xception.errors import UserError
 
 
@@ -93,10 +93,7 @@ def register(subparsers):
                         help="also write <name>.npy: class probabilities, float32 H x W x classes "
                              "(memory-mapped, so large images need not fit in memory)")
     add_eval_options(parser)
-    parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
-                        help="refuse images, read from the file header before decoding, with "
-                             "more pixels than this, or that a --scales value would make larger "
-                             f"(default {DEFAULT_MAX_PIXELS:_}, 100 megapixels)")
+    add_max_pixels_option(parser, ", or that a --scales value would make larger")
     add_precision_option(parser, "auto")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",
                         help="images of one size run together, up to this many (default 1)")
