@@ -54,7 +54,7 @@ def run(args):
     dataset = load_dataset(args.format, args.data, args.split,
                            categories=tuple(c for c in args.categories.split(",") if c))
     model = load_model(args.weights, kind="deeplab")
-    with label_errors_reported():
+    with label_errors_reported(dataset):
         report, _ = evaluate(model, dataset, scales=args.scales, flip=args.flip,
                              output_stride=args.output_stride, output_dir=args.output_dir,
                              tile=args.tile, precision=args.precision, eval_crop_size=crop)

@@ -21,6 +21,7 @@ def run(args):
 
     config = load_config(SegmentConfig, args.config, args.overrides)
     prepare(config.trainer)
-    with label_errors_reported():
-        step = train(SegmentationTask(config), config.trainer)
+    task = SegmentationTask(config)
+    with label_errors_reported(task.train_set):
+        step = train(task, config.trainer)
     print(f"trained to step {step}: {os.path.join(config.trainer.model_dir, 'model.keras')}")
