@@ -108,6 +108,12 @@ def test_local_cluster_spec_and_layout():
     (["trainer.train_steps=-5"], "trainer.train_steps must be 0 or more, got -5"),
     (["trainer.learning_rate.name=exponential"],
      "trainer.learning_rate.name: exponential decays every decay_epochs epochs; set examples_per_epoch"),
+    (["data.crop_size=[0,0]"], "data.crop_size must be two positive sizes, got [0, 0]"),
+    (["data.crop_size=[-5,65]"], "data.crop_size must be two positive sizes, got [-5, 65]"),
+    (["data.min_scale=-1"], "data.min_scale must be positive, got -1.0"),
+    (["data.min_scale=1.5", "data.max_scale=1.25"], "data.min_scale 1.5 is more than max_scale 1.25"),
+    (["model.output_stride=0"], "model.output_stride must be positive, got 0"),
+    (["trainer.learning_rate.initial=-0.01"], "trainer.learning_rate.initial must be 0 or more, got -0.01"),
 ])
 def test_config_values_are_checked_when_the_config_loads(overrides, message):
     from deeplab_xception.config import load_config
@@ -117,6 +123,19 @@ def test_config_values_are_checked_when_the_config_loads(overrides, message):
         load_config(SegmentConfig, "segment_tiny.yaml", overrides)
     assert load_config(SegmentConfig, "segment_tiny.yaml",
                        ["trainer.train_steps=1000.0"]).trainer.train_steps == 1000
+
+
+def test_a_config_whose_top_level_is_not_a_mapping_is_one_line(tmp_path):
+    from deeplab_xception.config import load_config
+    from segment.config import SegmentConfig
+
+    listed = tmp_path / "listed.yaml"
+    listed.write_text("- model\n- data\n")
+    for overrides in ([], ["trainer.train_steps=2"]):
+        with pytest.raises(UserError, match=re.escape(
+                f"{listed}: the top level must be a mapping of sections (model:, data:, trainer:, "
+                "...), got a list")):
+            load_config(SegmentConfig, str(listed), overrides)
 
 
 def test_unknown_trainer_key_is_rejected():
