@@ -71,6 +71,7 @@ def test_weight_decay_is_slim_l2_on_conv_and_pointwise_kernels_only():
      '"cluster"."worker" must be a list of "host:port" strings'),
     ('{"cluster": {"worker": ["a:1"]}, "task": ["worker", 0]}', '"task" must be'),
     ('[1, 2]', "expected {"),
+    ('{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}}', 'a "cluster" but no "task"'),
 ])
 def test_bad_tf_config_is_a_one_line_user_error(monkeypatch, value, message):
     monkeypatch.setenv("TF_CONFIG", value)
@@ -87,6 +88,31 @@ def test_roles_come_from_tf_config(monkeypatch):
     assert cluster.role() == ("worker", 1) and not cluster.is_chief()
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": layout, "task": {"type": "worker", "index": 0}}))
     assert cluster.is_chief()
+
+
+def test_a_chief_whose_tasks_do_not_answer_says_so_within_seconds(monkeypatch, capsys):
+    import socket
+    import time
+
+    from deeplab_xception.training import strategy
+
+    listening = socket.create_server(("127.0.0.1", 0))
+    closed = socket.create_server(("127.0.0.1", 0))
+    closed_address = f"127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"chief": ["127.0.0.1:1"], "ps": [closed_address],
+                    "worker": [f"127.0.0.1:{listening.getsockname()[1]}"]},
+        "task": {"type": "chief", "index": 0}}))
+    made = []  # TensorFlow's strategy would wait for the PS without a word
+    monkeypatch.setattr(tf.distribute, "ParameterServerStrategy", made.append)
+    start = time.monotonic()
+    strategy._new_strategy(TrainerConfig(strategy="parameter_server"))
+    assert time.monotonic() - start < 10 and len(made) == 1
+    assert capsys.readouterr().out == (f"waiting for ps/0 at {closed_address} to answer (not "
+                                       "reachable yet; check that they run and TF_CONFIG's "
+                                       "addresses)\n")
+    listening.close()
 
 
 def test_local_cluster_spec_and_layout():
