@@ -6,6 +6,8 @@ their `run`, so `--help` answers at once.
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 
 from deeplab_xception.cli.quiet import filter_native_stderr, quiet_environment
@@ -33,7 +35,12 @@ def main(argv=None, filter_stderr=False):
         if filter_stderr:
             filter_native_stderr()
     try:
-        return args.run(args) or 0
+        status = args.run(args) or 0
+        sys.stdout.flush()  # a reader gone (`| head -1`) shows here, not at exit
+        return status
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
+        return 128 + signal.SIGPIPE  # as a command that SIGPIPE ended
     except UserError as e:
         print(f"deeplab-xception {args.command}: error: {e}", file=sys.stderr)
         return 2
