@@ -3,6 +3,7 @@
 What `segment`, `export` and the Python API share; the CLI adds argument parsing and messages.
 """
 
+import collections
 import contextlib
 import glob
 import os
@@ -77,14 +78,18 @@ def plan_outputs(images, output_dir, kinds):
 
 def output_names(images):
     """Each image's name without extension, prefixed with its folder relative to all the
-    images' common folder when names alone would collide."""
+    images' common folder when a name is in several folders; images of one folder that
+    differ only in extension (cat.jpg, cat.png) keep it (cat.jpg, cat.png)."""
     stems = [os.path.splitext(os.path.basename(path))[0] for path in images]
-    if len(set(stems)) == len(stems):
-        return stems
     folders = [os.path.dirname(os.path.abspath(path)) for path in images]
-    common = os.path.commonpath(folders)
-    return [os.path.normpath(os.path.join(os.path.relpath(folder, common), stem))
-            for folder, stem in zip(folders, stems)]
+    names = stems
+    if len(set(stems)) < len(set(zip(stems, folders))):
+        common = os.path.commonpath(folders)
+        names = [os.path.normpath(os.path.join(os.path.relpath(folder, common), stem))
+                 for folder, stem in zip(folders, stems)]
+    counts = collections.Counter(names)
+    return [name + os.path.splitext(path)[1] if counts[name] > 1 else name
+            for name, path in zip(names, images)]
 
 
 def load_segmentation_model(weights, output_stride=None):

@@ -175,14 +175,23 @@ def test_outputs_never_overwrite_inputs_or_each_other(files, tmp_path, capsys):
         f"image {copy / 'camera.png'}; choose another --output-dir"]
     assert (copy / "camera.png").read_bytes() == before
     cv2.imwrite(str(copy / "camera.jpg"), cv2.imread(str(copy / "camera.png")))
+    (copy / "other").mkdir()
+    (copy / "other" / "camera.png").write_bytes(before)
+    out = tmp_path / "out"
     assert main(["segment", str(copy / "camera.png"), str(copy / "camera.jpg"),
-                 "--weights", files["weights"], "--output-dir", str(tmp_path / "out")]) == 2
-    assert "camera.jpg: same name as" in _stderr_lines(capsys)[0]
+                 str(copy / "other" / "camera.png"), "--weights", files["weights"],
+                 "--output-dir", str(out), "--json"]) == 0
+    written = sorted(os.path.relpath(os.path.join(d, n), out) for d, _, ns in os.walk(out) for n in ns)
+    assert written == ["camera.jpg.json", "camera.jpg.png", "camera.png.json", "camera.png.png",
+                       "other/camera.json", "other/camera.png"]  # each image's outputs survive
+    for name in ("camera.jpg", "camera.png"):
+        assert json.loads((out / f"{name}.json").read_text())["image"] == str(copy / name)
+    capsys.readouterr()
     assert main(["segment", str(copy), "--weights", files["weights"],
                  "--output-dir", str(copy / "camera.png")]) == 2
     assert _stderr_lines(capsys)[0].endswith(
         f"--output-dir: {copy / 'camera.png'} is a file, not a directory")
-    assert not (tmp_path / "out").exists()
+    assert sorted(os.listdir(copy)) == ["camera.jpg", "camera.png", "other"]
 
 
 def test_images_sharing_a_name_mirror_their_folders(files, tmp_path, capsys):
