@@ -7,7 +7,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from deeplab_xception.errors import UserError
+from deeplab_xception.errors import ArgumentError, UserError
 from deeplab_xception.layers import scale_dimension
 from deeplab_xception.precision import resolve_precision, with_precision
 from deeplab_xception.preprocessing import preprocess
@@ -244,7 +244,9 @@ class Segmenter:
     Images (and their scaled sizes) over `max_pixels` are refused.
     The network computes in `precision` ("float32", "bfloat16" or "auto",
     the one that ran is `self.precision`); logits, resizes, softmax and the
-    average over scales and flips are float32 in every precision.
+    average over scales and flips are float32 in every precision. The default
+    here is float32, exact; the command line's is "auto" (bfloat16 on CPUs
+    with AMX or AVX512_BF16).
     """
 
     def __init__(self, model, scales=(1.0,), flip=False, tile="auto", overlap=DEFAULT_OVERLAP,
@@ -275,6 +277,10 @@ class Segmenter:
 
     def passes(self, images):
         """One `tiling.Pass` per scale and flip of uint8 N x H x W x 3 `images`."""
+        if np.ndim(images) != 4 or np.shape(images)[-1] != 3:
+            hint = "; one image is images[None]" if np.ndim(images) == 3 else ""
+            raise ArgumentError("images", f"expected a batch N x H x W x 3, got shape "
+                                          f"{tuple(np.shape(images))}{hint}")
         height, width = int(images.shape[1]), int(images.shape[2])
         self.check_size(height, width)
         passes = []

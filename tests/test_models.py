@@ -187,6 +187,23 @@ def test_single_scale_segmenter_is_the_models_softmax(tiny_model_file):
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
 
 
+def test_segmenter_is_exported_and_names_a_batch_it_cannot_take(tiny_model_file):
+    import deeplab_xception as dx
+    from deeplab_xception.errors import UserError
+
+    model, _ = tiny_model_file
+    segmenter = dx.Segmenter(model)
+    assert segmenter.precision == "float32"  # the API's default: exact
+    image = np.zeros((41, 53, 3), np.uint8)
+    for bad, shape in [(image, "(41, 53, 3); one image is images[None]"),
+                       (image[None, ..., :1], "(1, 41, 53, 1)")]:
+        for method in (segmenter.labels, segmenter.probabilities):
+            with pytest.raises(UserError) as error:
+                method(bad)
+            assert str(error.value) == f"images: expected a batch N x H x W x 3, got shape {shape}"
+    assert segmenter.labels(image[None]).shape == (1, 41, 53)
+
+
 def test_multiscale_flip_averages_every_pass(tiny_model_file):
     model, _ = tiny_model_file
     images = np.random.default_rng(0).integers(0, 256, (1, 41, 53, 3)).astype("uint8")
