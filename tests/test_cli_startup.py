@@ -88,12 +88,13 @@ def inputs(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("verbose", [False, True])
+@pytest.mark.parametrize("verbose", [None, "before", "after"])  # the subcommand
 def test_segment_prints_only_its_own_lines_unless_verbose(inputs, tmp_path, verbose):
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",)}
-    command = ENTRY + (["--verbose"] if verbose else []) + [
+    command = ENTRY + (["--verbose"] if verbose == "before" else []) + [
         "segment", str(inputs / "photo.png"), str(inputs / "bad.png"),
-        "--weights", str(inputs / "deeplab.keras"), "--output-dir", str(tmp_path)]
+        "--weights", str(inputs / "deeplab.keras"), "--output-dir", str(tmp_path)] + (
+        ["--verbose"] if verbose == "after" else [])
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     assert result.returncode == 1, result.stderr
     own = f"deeplab-xception segment: error: {inputs / 'bad.png'}: not a readable image"

@@ -29,6 +29,9 @@ def main(argv=None, filter_stderr=False):
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"deeplab_xception.cli.{name}").register(subparsers)
+    for subparser in subparsers.choices.values():  # `COMMAND --verbose` as well
+        subparser.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                               help="show TensorFlow's and other libraries' own log lines")
     args = parser.parse_args(argv)
     if not args.verbose:
         quiet_environment()
