@@ -38,6 +38,7 @@ def test_help_imports_no_framework_and_answers_at_once():
 
 
 def test_name_lists_for_help_match_the_library():
+    from deeplab_xception.backbones import BACKBONES, reachable_output_strides
     from deeplab_xception.cli import options
     from deeplab_xception.inference import DEFAULT_MAX_PIXELS
     from deeplab_xception.predict import named_datasets
@@ -52,6 +53,8 @@ def test_name_lists_for_help_match_the_library():
     assert options.EXPORT_FORMATS == tuple(sorted(EXPORT_FORMATS))
     assert options.DEFAULT_MAX_PIXELS == DEFAULT_MAX_PIXELS
     assert options.PRECISIONS == PRECISIONS
+    assert options.OUTPUT_STRIDES == tuple(sorted(set().union(
+        *(reachable_output_strides(name) for name in BACKBONES))))
 
 
 def test_native_log_lines_are_filtered_and_everything_else_passes():

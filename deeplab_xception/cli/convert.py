@@ -1,6 +1,6 @@
 """`deeplab-xception convert`: any weights the package reads, as the package's .keras model file."""
 
-from deeplab_xception.cli.options import KINDS
+from deeplab_xception.cli.options import KINDS, OUTPUT_STRIDES
 from deeplab_xception.errors import ArgumentError, UserError
 
 # `load_model` argument: the flag that sets it.
@@ -61,6 +61,6 @@ def register(subparsers):
                         help="model to build (default: what SRC holds; deeplab on an ImageNet "
                              "checkpoint gives a new head for fine-tuning)")
     parser.add_argument("--num-classes", type=int, help="classes (must agree with SRC's logits)")
-    parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
+    parser.add_argument("--output-stride", type=int, choices=OUTPUT_STRIDES,
                         help="backbone output stride (default 16 for deeplab, 32 otherwise)")
     parser.set_defaults(run=run)

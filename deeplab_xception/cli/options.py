@@ -12,6 +12,7 @@ NAMED_DATASETS = ("ade20k", "cityscapes", "voc")  # the formats with a fixed cla
 EXPORT_FORMATS = ("onnx", "saved_model", "tflite")  # deeplab_xception.export.FORMATS
 PRECISIONS = ("auto", "float32", "bfloat16")  # deeplab_xception.precision.PRECISIONS
 DEFAULT_MAX_PIXELS = 100_000_000  # deeplab_xception.inference.DEFAULT_MAX_PIXELS
+OUTPUT_STRIDES = (4, 8, 16, 32)  # every registered backbone's reachable_output_strides, together
 
 
 def positive_scale(text):
@@ -53,7 +54,7 @@ class TileAction(argparse.Action):
 
 def add_eval_options(parser):
     """--output-stride, --scales, --flip and --tile: how a DeepLab model is evaluated."""
-    parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
+    parser.add_argument("--output-stride", type=int, choices=OUTPUT_STRIDES,
                         help="evaluation output stride (default: the model's)")
     parser.add_argument("--scales", type=positive_scale, nargs="+", default=(1.0,), metavar="S",
                         help="eval scales, probabilities averaged (e.g. 0.5 0.75 1 1.25 1.5 1.75)")
