@@ -135,3 +135,16 @@ def test_inference_starts_as_the_model_then_folds_then_freezes_once_each_pays_of
         assert (ops["ReadVariableOp"] == 0) == frozen
         # The first stage turns TF's graph optimizer off around its own calls only.
         assert not tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer")
+
+
+def test_help_says_what_each_option_takes(capsys):
+    from deeplab_xception.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for expected in ("--tile auto|off|N|H [W ...]", "one value or two: H W (or N for N x N)",
+                     "--eval-crop-size H|none [W ...]", "two sizes H W, or none",
+                     "--format {ade20k,cityscapes,coco,generic,voc} the dataset's layout",
+                     "--split SPLIT the split to evaluate"):
+        assert expected in text, expected

@@ -9,14 +9,18 @@ def register(subparsers):
     parser.add_argument("--weights", required=True,
                         help="a DeepLab model.keras, an official DeepLab checkpoint or a zoo name")
     parser.add_argument("--data", required=True, help="the dataset's root folder")
-    parser.add_argument("--format", default="generic", choices=DATASET_FORMATS)
-    parser.add_argument("--split", default="val")
+    parser.add_argument("--format", default="generic", choices=DATASET_FORMATS,
+                        help="the dataset's layout (default generic: images/, masks/, "
+                             "classes.txt and a <split>.txt list of names)")
+    parser.add_argument("--split", default="val",
+                        help="the split to evaluate, as the format names it (default val)")
     parser.add_argument("--categories", default="",
                         help="COCO only: comma-separated category names (classes 1..K)")
     add_eval_options(parser)
     add_precision_option(parser, "float32")
-    parser.add_argument("--eval-crop-size", nargs="+", metavar="H W",
-                        help="pad each image to H x W (mean pixel, label 255), run, crop back, as "
+    parser.add_argument("--eval-crop-size", nargs="+", metavar=("H|none", "W"),
+                        help="two sizes H W, or none. Pads each image to H x W (mean pixel, "
+                             "label 255), runs, crops back, as "
                              "the official eval does; 'none': each image at its own size. Default: "
                              "the zoo entry's crop, else the format's (voc 513 513, cityscapes "
                              "1025 2049), else none. Larger images run at their own size")

@@ -60,11 +60,12 @@ def add_eval_options(parser):
                         help="eval scales, probabilities averaged (e.g. 0.5 0.75 1 1.25 1.5 1.75)")
     parser.add_argument("--flip", action="store_true", help="also average left-right flips")
     parser.add_argument("--tile", nargs="+", action=TileAction, default="auto",
-                        metavar="auto|off|H W",
-                        help="sliding-window inference in tiles of H x W (overlapping by a third, "
-                             "logits averaged): bounded memory for any image size; off: whole "
-                             "images; auto (default): whole images up to 1025x2049 pixels per "
-                             "scale, 513x513 tiles above")
+                        metavar=("auto|off|N|H", "W"),
+                        help="one value or two: H W (or N for N x N) runs sliding-window "
+                             "inference in tiles of that size (overlapping by a third, logits "
+                             "averaged): bounded memory for any image size; off: whole images; "
+                             "auto (default): whole images up to 1025x2049 pixels per scale, "
+                             "513x513 tiles above")
 
 
 def add_max_pixels_option(parser, scaled=""):
