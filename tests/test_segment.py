@@ -394,3 +394,11 @@ def test_eval_crop_defaults_to_the_zoo_entry_then_the_format():
     assert eval_crop_size(["65", "97"], "run/model.keras", "generic") == (65, 97)
     with pytest.raises(UserError, match="--eval-crop-size: expected two positive integers"):
         eval_crop_size(["513"], "run/model.keras", "voc")
+
+
+def test_progress_bars_stay_out_of_logs(val_with_ignore, capsys):
+    """stderr is no terminal here, as in a redirected log: no carriage-return bars."""
+    model = build_model("deeplab", backbone="xception_tiny", num_classes=4)
+    evaluate(model, load_dataset("generic", val_with_ignore, "val"))
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err + captured.out and "evaluating" not in captured.err

@@ -393,3 +393,14 @@ def test_a_resume_never_restarts_over_its_checkpoints(tmp_path, capsys):
         assert (tmp_path / "final_step.json").read_bytes() == marker
         for name, content in kept.items():  # undo the damage for the next case
             (tmp_path / name).write_bytes(content)
+
+
+def test_training_progress_in_a_log_is_plain_lines(tmp_path, capsys):
+    """stdout is no terminal here, as in a redirected log: a line per summary, no ANSI codes."""
+    config = TrainerConfig(model_dir=str(tmp_path), train_steps=2, batch_size_per_replica=2,
+                           summary_every=1, learning_rate=ScheduleConfig(name="constant"))
+    train(_PixelTask(), config)
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out
+    steps = [line.split(":")[0] for line in out.splitlines() if line.startswith("step ")]
+    assert steps == ["step 1/2", "step 2/2"]

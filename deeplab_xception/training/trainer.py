@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 import time
 
@@ -188,8 +189,11 @@ def train(task, config):
     # -- loop -----------------------------------------------------------------
     writer = tf.summary.create_file_writer(os.path.join(write_dir, "train"))
     start = state.value(step)
+    # Keras' bar on a terminal; in a log (no terminal), one plain line per summary instead
+    # of its ANSI codes.
+    on_terminal = sys.stdout.isatty()
     progress = keras.utils.Progbar(total_steps, stateful_metrics=["loss", "lr", "img/s"],
-                                   verbose=1 if chief else 0)
+                                   verbose=1 if chief and on_terminal else 0)
     progress.update(start)
     global_batch = config.batch_size_per_replica * replicas
     mark_step, mark_time = start, time.time()
@@ -210,6 +214,9 @@ def train(task, config):
             tf.summary.scalar("summary_wait_seconds", blocked)
         writer.flush()
         progress.update(number, [("loss", loss), ("lr", lr), ("img/s", rate)])
+        if chief and not on_terminal:
+            print(f"step {number}/{total_steps}: loss {loss:.4f}, lr {lr:.4g}, {rate:.1f} img/s",
+                  flush=True)
         mark_step, mark_time = now_step, time.time()
 
     saved_at = time.time()
