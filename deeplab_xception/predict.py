@@ -160,7 +160,7 @@ def read_batches(paths, batch_size, failed, scales=(1.0,), max_pixels=DEFAULT_MA
     yield from pending.values()
 
 
-def segment_batch(segmenter, batch, plans, names, palette, alpha):
+def segment_batch(segmenter, batch, plans, names, palette, alpha, legend=True):
     """Segments one batch of (path, image) and writes each image's outputs as `plans` says;
     probabilities go straight into memory-mapped .npy files, a block of rows at a time."""
     images = np.stack([image for _, image in batch])
@@ -172,14 +172,15 @@ def segment_batch(segmenter, batch, plans, names, palette, alpha):
                              for path, image in batch]
         labels = segmenter.labels(images, probabilities)
     for (path, image), image_labels in zip(batch, labels):
-        write_outputs(plans[path], path, image, image_labels, names, palette, alpha)
+        write_outputs(plans[path], path, image, image_labels, names, palette, alpha, legend)
 
 
-def write_outputs(plan, path, image, labels, names, palette, alpha):
-    """The label PNG and, as planned, the overlay and the class shares of one image."""
+def write_outputs(plan, path, image, labels, names, palette, alpha, legend=True):
+    """The label PNG and, as planned, the overlay (with its legend unless not `legend`) and
+    the class shares of one image."""
     write_label_png(plan["labels"], labels, palette)
     if "overlay" in plan:
-        write_image(plan["overlay"], overlay(image, labels, palette, names, alpha))
+        write_image(plan["overlay"], overlay(image, labels, palette, names, alpha, legend))
     if "json" in plan:
         classes = [{"index": c, "name": names[c], "fraction": f}
                    for c, f in class_fractions(labels, len(names))]

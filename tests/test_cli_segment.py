@@ -14,7 +14,7 @@ from deeplab_xception.cli import main
 from deeplab_xception.predict import class_table, read_batches
 from deeplab_xception.inference import Segmenter
 from deeplab_xception.io import read_image
-from deeplab_xception.visualize import MIN_DISPLAY_SIZE, blend, enlarge_for_display
+from deeplab_xception.visualize import MIN_DISPLAY_SIZE, blend, enlarge_for_display, overlay
 from segment.datasets import cityscapes, voc
 from segment.datasets.base import bit_palette
 
@@ -113,18 +113,45 @@ def test_every_format_gives_labels_overlay_and_json_in_one_trace(files, tmp_path
 
         drawn = cv2.cvtColor(cv2.imread(f"{stem}.overlay.png"), cv2.COLOR_BGR2RGB)
         shown = enlarge_for_display(blend(image, expected, voc.PALETTE, 0.4))
-        height, width = shown.shape[:2]
-        assert max(height, width) >= MIN_DISPLAY_SIZE > max(image.shape[:2])
-        assert drawn.shape[0] >= height and drawn.shape[1] > width  # the legend is on the right
-        np.testing.assert_array_equal(drawn[:height, :width], shown)
-        legend = drawn[:, width:].reshape(-1, 3)
+        assert max(shown.shape[:2]) >= MIN_DISPLAY_SIZE > max(image.shape[:2])
+        legend = _legend_box(drawn, shown)
         for entry in report["classes"]:  # a swatch per class present
-            assert (legend == voc.PALETTE[entry["index"]]).all(axis=1).any()
+            assert (legend.reshape(-1, 3) == voc.PALETTE[entry["index"]]).all(axis=1).any()
     assert len(classes_seen) > 1
     with Image.open(out / "rotated.png") as png:  # EXIF orientation applied: 64 wide stored
         assert png.size == (40, 64)
     with Image.open(out / "coffee.png") as png:  # 16-bit input
         assert png.size == (88, 56)
+
+
+def _legend_box(drawn, shown):
+    """The legend drawn over `shown`: same size, and it differs only in a box at the top left."""
+    assert drawn.shape == shown.shape  # the legend never widens the image
+    rows, cols = np.nonzero((drawn != shown).any(axis=-1))
+    assert rows.min() < 5 and cols.min() < 5
+    bottom, right = rows.max() + 1, cols.max() + 1
+    np.testing.assert_array_equal(drawn[bottom:], shown[bottom:])
+    np.testing.assert_array_equal(drawn[:, right:], shown[:, right:])
+    return drawn[:bottom, :right]
+
+
+def test_the_legend_scales_with_the_image_and_can_be_left_out(files, tmp_path):
+    labels = np.zeros((1200, 1600), np.uint8)
+    labels[600:] = 15  # person
+    photo = np.full((1200, 1600, 3), 90, np.uint8)
+    drawn = overlay(photo, labels, voc.PALETTE, voc.CLASSES)
+    height, width = _legend_box(drawn, blend(photo, labels, voc.PALETTE, 0.5)).shape[:2]
+    assert 2 * 1600 // 40 <= height < 1200 // 4 and width < 1600 // 2  # two rows of 40 px
+    small = overlay(photo[:40, :50], labels[:40, :50], voc.PALETTE, voc.CLASSES)
+    assert small.shape[:2] == enlarge_for_display(photo[:40, :50]).shape[:2]
+    out = tmp_path / "out"
+    assert main(["segment", str(files["photos"] / "camera.png"), "--weights", files["weights"],
+                 "--output-dir", str(out), "--overlay", "--no-legend"]) == 0
+    image = read_image(files["photos"] / "camera.png")
+    with Image.open(out / "camera.png") as png:
+        expected = enlarge_for_display(blend(image, np.array(png), voc.PALETTE, 0.5))
+    np.testing.assert_array_equal(
+        cv2.cvtColor(cv2.imread(str(out / "camera.overlay.png")), cv2.COLOR_BGR2RGB), expected)
 
 
 def test_bad_files_are_named_and_skipped_and_good_ones_still_written(files, tmp_path, capsys):

@@ -58,7 +58,7 @@ def run(args):
             with tqdm(total=calls, unit="tile", leave=False, desc=os.path.basename(batch[0][0]),
                       disable=calls <= passes or None) as tiles:
                 segmenter.on_call = tiles.update
-                segment_batch(segmenter, batch, plans, names, palette, args.alpha)
+                segment_batch(segmenter, batch, plans, names, palette, args.alpha, args.legend)
             done += len(batch)
             progress.update(len(batch))
     print(f"{done} image{'s' * (done != 1)} segmented into {args.output_dir} "
@@ -85,8 +85,10 @@ def register(subparsers):
                         help="class names and colors from a class list ('name r g b' a line)")
     parser.add_argument("--overlay", action="store_true",
                         help="also write <name>.overlay.png: class colors over the photo, "
-                             "with a legend")
+                             "with a legend in its top-left corner")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    parser.add_argument("--no-legend", dest="legend", action="store_false",
+                        help="overlays without the legend of the classes present")
     parser.add_argument("--json", action="store_true",
                         help="also write <name>.json: the share of pixels of each class present")
     parser.add_argument("--save-probabilities", action="store_true",
