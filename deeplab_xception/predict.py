@@ -99,13 +99,23 @@ def load_segmentation_model(weights, output_stride=None):
     return model
 
 
+def class_list_beside(model_path):
+    """Where a model file's class names and colors are kept: `model.keras` ->
+    `model.classes.txt` ("name r g b" lines), written by `finetune`."""
+    return os.path.splitext(os.fspath(model_path))[0] + ".classes.txt"
+
+
 def class_table(dataset, classes_file, num_classes, weights):
-    """(class names, palette) from --dataset or --classes; by default the dataset with
-    `num_classes` classes, else numbered classes in VOC's color map."""
+    """(class names, palette) from --dataset or --classes; by default the class list kept
+    beside a .keras `weights` file, else the dataset with `num_classes` classes, else
+    numbered classes in VOC's color map."""
     from segment.datasets import FORMATS
     from segment.datasets.base import bit_palette
     from segment.datasets.generic import read_class_list
 
+    beside = class_list_beside(weights)
+    if not (classes_file or dataset) and str(weights).endswith(".keras") and os.path.isfile(beside):
+        classes_file = beside
     if classes_file:
         names, palette = read_class_list(classes_file)
         source = classes_file

@@ -21,7 +21,7 @@ from deeplab_xception.weights.transfer import load_matching_weights
 from segment import pipeline
 from segment.config import SegmentConfig
 from segment.datasets import load_dataset
-from segment.datasets.generic import write_class_list
+from segment.datasets.generic import read_class_list, write_class_list
 from segment.evaluate import evaluate
 from segment.synthetic import CLASSES, PALETTE, make_example, write_synthetic_dataset
 from segment.task import SegmentationTask
@@ -292,6 +292,16 @@ def test_a_rotated_exif_photo_with_its_mask_trains_and_evaluates(tmp_path):
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["num_images"] == 2 and report["num_pixels"] == 2 * 40 * 64
     assert model.num_classes == len(CLASSES)
+
+    # The class names and colors are kept beside the model, and segment finds them there.
+    names, palette = read_class_list(str(tmp_path / "run" / "model.classes.txt"))
+    assert names == list(CLASSES) and np.array_equal(palette, PALETTE)
+    assert main(["segment", photo, "--weights", str(tmp_path / "run" / "model.keras"),
+                 "--output-dir", str(tmp_path / "out"), "--json"]) == 0
+    segmented = json.loads((tmp_path / "out" / "a.json").read_text())
+    assert {c["name"] for c in segmented["classes"]} <= set(CLASSES)
+    with Image.open(tmp_path / "out" / "a.png") as png:
+        assert png.getpalette()[:3 * len(CLASSES)] == np.asarray(PALETTE).ravel().tolist()
 
 
 def _as_ade20k_model(model):

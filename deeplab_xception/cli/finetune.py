@@ -14,7 +14,11 @@ def register(subparsers):
 
 def run(args):
     from deeplab_xception.config import load_config
-    from deeplab_xception.training.trainer import prepare, train
+    from deeplab_xception.io import atomic_path
+    from deeplab_xception.predict import class_list_beside
+    from deeplab_xception.training.cluster import is_chief
+    from deeplab_xception.training.trainer import FINAL_MODEL, prepare, train
+    from segment.datasets.generic import write_class_list
     from segment.config import SegmentConfig
     from segment.pipeline import label_errors_reported
     from segment.task import SegmentationTask
@@ -24,4 +28,8 @@ def run(args):
     task = SegmentationTask(config)
     with label_errors_reported(task.train_set):
         step = train(task, config.trainer)
-    print(f"trained to step {step}: {os.path.join(config.trainer.model_dir, 'model.keras')}")
+    model = os.path.join(config.trainer.model_dir, FINAL_MODEL)
+    if is_chief():  # the class names and colors, beside the model that `segment` reads
+        with atomic_path(class_list_beside(model)) as tmp:
+            write_class_list(tmp, task.classes, task.train_set.palette)
+    print(f"trained to step {step}: {model}")
