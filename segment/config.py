@@ -42,6 +42,7 @@ class DataConfig:
     max_scale: float = 2.0
     scale_step: float = 0.25
     flip: bool = True
+    synthetic: bool = False             # first write the generated shapes set at `root`, unless there
 
     def validate(self):
         """What augmentation and evaluation need, checked when the config loads."""

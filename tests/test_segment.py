@@ -261,8 +261,22 @@ def test_a_bad_model_value_fails_before_any_data_is_read(tmp_path, capsys):
     assert main(["finetune", "--config", TINY, f"data.root={missing}",
                  f"trainer.model_dir={tmp_path / 'run'}", "model.output_stride=12"]) == 2
     assert "model: output_stride" in capsys.readouterr().err
+    assert not os.path.exists(missing)
     with pytest.raises(UserError, match="no such class list"):  # the data is what fails next
-        SegmentationTask(load_config(SegmentConfig, TINY, [f"data.root={missing}"]))
+        SegmentationTask(load_config(SegmentConfig, TINY, [f"data.root={missing}",
+                                                           "data.synthetic=false"]))
+
+
+def test_the_tiny_config_writes_its_generated_set_on_first_use(tmp_path, capsys):
+    """segment_tiny.yaml works from an empty folder, as pretrain_tiny.yaml does."""
+    root = str(tmp_path / "shapes")
+    task = SegmentationTask(load_config(SegmentConfig, TINY, [f"data.root={root}"]))
+    assert capsys.readouterr().out == f"writing the generated shapes set to {root} (data.synthetic)\n"
+    assert task.classes == CLASSES and len(task.train_set) == 96
+    classes = os.path.join(root, "classes.txt")
+    written = os.path.getmtime(classes)
+    SegmentationTask(load_config(SegmentConfig, TINY, [f"data.root={root}"]))
+    assert capsys.readouterr().out == "" and os.path.getmtime(classes) == written  # kept
 
 
 def test_a_rotated_exif_photo_with_its_mask_trains_and_evaluates(tmp_path):
