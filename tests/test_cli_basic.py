@@ -155,3 +155,29 @@ def test_bad_inputs_are_one_line_errors(files, tmp_path, capsys):
     assert main(["segment", files["images"][0], "--weights", foreign, "--output-dir", out]) == 2
     assert "not a DeepLab checkpoint" in _error_line(capsys)
     assert not os.path.exists(out)
+
+
+def test_convert_starts_a_deeplab_from_a_classifier_file_or_from_random_weights(
+        files, tmp_path, capsys):
+    classifier = files["classifier"]
+    dst = tmp_path / "deeplab.keras"
+    assert main(["convert", str(files["root"] / "classifier.keras"), "--kind", "deeplab",
+                 "--num-classes", "3", str(dst)]) == 0
+    deeplab = keras.models.load_model(dst)
+    assert (deeplab.num_classes, deeplab.output_stride) == (3, 16)
+    weighted = [layer for layer in classifier.backbone.layers if layer.weights]
+    assert len(weighted) > 50
+    for layer in weighted:  # the pretraining's backbone, whole
+        for mine, theirs in zip(deeplab.backbone.get_layer(layer.name).weights, layer.weights):
+            np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    assert main(["convert", "random:xception_tiny", str(tmp_path / "random.keras"),
+                 "--output-stride", "8"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(
+        f"{tmp_path / 'random.keras'}: DeepLabV3Plus on xception_tiny, 21 classes, output stride 8")
+    random = keras.models.load_model(tmp_path / "random.keras")
+    fresh = build_model("deeplab", backbone="xception_tiny", output_stride=8)
+    assert [w.shape for w in random.weights] == [w.shape for w in fresh.weights]
+    assert main(["convert", "random:xception_66", str(tmp_path / "no.keras")]) == 2
+    assert _error_line(capsys).endswith("unknown backbone 'xception_66'; choose one of xception, "
+                                        "xception_41, xception_65, xception_71, xception_tiny")
+    assert sorted(os.listdir(tmp_path)) == ["deeplab.keras", "random.keras"]
