@@ -181,3 +181,14 @@ def test_convert_starts_a_deeplab_from_a_classifier_file_or_from_random_weights(
     assert _error_line(capsys).endswith("unknown backbone 'xception_66'; choose one of xception, "
                                         "xception_41, xception_65, xception_71, xception_tiny")
     assert sorted(os.listdir(tmp_path)) == ["deeplab.keras", "random.keras"]
+
+
+def test_evaluate_refuses_a_model_without_a_trained_deeplab_head(files, tmp_path, capsys):
+    from segment.synthetic import write_synthetic_dataset
+
+    classifier = str(files["root"] / "classifier.keras")
+    data = write_synthetic_dataset(str(tmp_path / "shapes"), num_train=1, num_val=1, size=33)
+    assert main(["evaluate", "--weights", classifier, "--data", data,
+                 "--output-dir", str(tmp_path / "eval")]) == 2
+    assert _error_line(capsys).endswith(
+        f"{classifier}: holds a XceptionClassifier, not a segmentation model")

@@ -48,7 +48,7 @@ def eval_crop_size(values, weights, format):
 
 def run(args):
     from deeplab_xception.io import check_output_dir
-    from deeplab_xception.weights import load_model
+    from deeplab_xception.predict import load_segmentation_model
     from segment.datasets import load_dataset
     from segment.evaluate import evaluate, format_table
     from segment.pipeline import label_errors_reported
@@ -57,7 +57,7 @@ def run(args):
     crop = eval_crop_size(args.eval_crop_size, args.weights, args.format)
     dataset = load_dataset(args.format, args.data, args.split,
                            categories=tuple(c for c in args.categories.split(",") if c))
-    model = load_model(args.weights, kind="deeplab")
+    model = load_segmentation_model(args.weights)  # never a new, untrained head
     with label_errors_reported(dataset):
         report, _ = evaluate(model, dataset, scales=args.scales, flip=args.flip,
                              output_stride=args.output_stride, output_dir=args.output_dir,
