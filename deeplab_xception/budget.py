@@ -151,9 +151,10 @@ def default_output_strides(backbone):
 
 def budget(kind="deeplab", backbone="xception_65", input_size=(513, 513), num_classes=None,
            output_strides=None, decoder=True, separable=True, scales=(1.0,), flip=False, repeats=None,
-           precision="auto"):
+           precision="auto", report=None):
     """One BudgetRow per eval output stride; with `repeats`, also the time measured on this
-    machine, the network computing in `precision` ("auto" by default, as `segment` runs)."""
+    machine, the network computing in `precision` ("auto" by default, as `segment` runs).
+    `report(message)`, when given, hears what is being measured (it takes minutes)."""
     scales = tuple(float(s) for s in scales)
     _check(kind, backbone, input_size, num_classes, output_strides, scales, repeats)
     resolve_precision(precision)  # checks the name; "auto" may depend on the size (a JAX GPU)
@@ -188,6 +189,10 @@ def budget(kind="deeplab", backbone="xception_65", input_size=(513, 513), num_cl
             breakdown={b: {"multiply_adds": totals[b][0], "multiply_adds_exact": totals[b][1]}
                        for b in order})
         if repeats is not None:
+            if report:
+                report(f"measuring output stride {stride} ({len(rows) + 1} of "
+                       f"{len(output_strides)}): {repeats} timed run{'s' * (repeats > 1)} at "
+                       f"{' and '.join(f'{h}x{w}' for h, w in sizes)} in {precision}")
             measured = [measure_seconds(model, size, repeats, precision) for size in sizes]
             row.seconds = passes * sum(seconds for seconds, _ in measured)
             row.images_per_second = 1.0 / row.seconds

@@ -109,6 +109,9 @@ def load_config(cls, path=None, overrides=()):
             raise UserError(f"{source}: not valid YAML ({e.__class__.__name__})") from None
         except (OSError, UnicodeDecodeError) as e:
             raise UserError(f"{source}: unreadable ({e.__class__.__name__})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{source}: the top level must be a mapping of sections "
+                            f"(model:, data:, trainer:, ...), got a {type(data).__name__}")
     for item in overrides:
         if "=" not in item:
             raise UserError(f"override {item!r}: expected key=value")

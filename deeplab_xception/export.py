@@ -10,7 +10,9 @@ int8 by the TFLite converter, calibrated on a few images.
 
 import importlib.util
 import os
+import re
 import shutil
+import sys
 import tempfile
 
 import cv2
@@ -138,29 +140,48 @@ def export(model, path, fmt, image_size=None, precision="float32", quantize=None
     if calibration_images and not quantize:
         raise UserError("--calibration-images: only for --quantize int8")
     options = _int8_options(calibration_images, image_size) if quantize else {}
-    path = os.fspath(path)
+    path = _without_trailing_separator(os.fspath(path))
     check_target(path, fmt, overwrite)
     require_modules(fmt)
+    serving = serving_model(model, image_size,
+                            "bfloat16" if computed_in == "bfloat16" else "float32")
+    signature = [keras.InputSpec(shape=serving.inputs[0].shape, dtype="uint8", name="images")]
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=directory)
+    staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, suffix="-" + os.path.basename(path),
+                               dir=directory)
+    previous = os.path.join(staging, PREVIOUS)
+    written = os.path.join(staging, "export" + SUFFIXES.get(fmt, ""))
     try:
-        written = os.path.join(staging, "export" + SUFFIXES.get(fmt, ""))
-        serving = serving_model(model, image_size,
-                                "bfloat16" if computed_in == "bfloat16" else "float32")
-        signature = [keras.InputSpec(shape=serving.inputs[0].shape, dtype="uint8", name="images")]
         serving.export(written, format=FORMATS[fmt], input_signature=signature, verbose=False,
                        **options)
-        if os.path.lexists(path):  # a previous export, checked above: swap it out, then drop it
-            os.replace(path, os.path.join(staging, "previous"))
-        os.replace(written, path)
+        _swap_in(written, path, previous)
     finally:
-        shutil.rmtree(staging)
+        if os.path.lexists(path) or not os.path.lexists(previous):  # else `recover` finds it
+            shutil.rmtree(staging)
     return path
 
 
-# What a SavedModel folder holds; a folder with anything else is not a previous export.
-SAVED_MODEL_ENTRIES = {"saved_model.pb", "fingerprint.pb", "variables", "assets"}
+def _swap_in(written, path, previous):
+    """Renames `written` onto `path`, a previous export first set aside as `previous`; an
+    interruption between the two renames puts it back, and a kill leaves it for `recover`."""
+    if os.path.lexists(path):
+        os.replace(path, previous)
+    try:
+        os.replace(written, path)
+    except BaseException:
+        if os.path.lexists(previous) and not os.path.lexists(path):
+            os.replace(previous, path)
+        raise
+
+
+    return path
+
+
+# What an export writes in a SavedModel folder, and its staging folder's names.
+SAVED_MODEL_FILE = re.compile(r"(saved_model|fingerprint)\.pb|variables/variables\.(index|data-\d+-of-\d+)")
+SAVED_MODEL_FOLDERS = {"variables", "assets"}
+STAGING_PREFIX, PREVIOUS = ".tmp-", "previous"
 # How each file format is recognized, beside its extension: a test of its first bytes.
 FILE_SIGNATURES = {
     "onnx": lambda head: head[:1] == b"\x08",  # ModelProto starts with ir_version
@@ -170,10 +191,37 @@ FILE_SIGNATURES = {
 EXTRA_MODULES = {"onnx": ("tf2onnx", "onnx")}
 
 
+def _without_trailing_separator(path):
+    """`out/` names `out` itself: a link stays a link (and is refused), not the folder it points to."""
+    return path.rstrip(os.sep) or os.sep
+
+
+def recover(path):
+    """Puts back a previous export that an --overwrite killed between its two renames left
+    in its staging folder beside `path`; returns the folder it came from, or None."""
+    directory = os.path.dirname(os.path.abspath(path))
+    ours = re.compile(re.escape(STAGING_PREFIX) + "[^-]+-" + re.escape(os.path.basename(path)))
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else ():
+        staging = os.path.join(directory, name)
+        previous = os.path.join(staging, PREVIOUS)
+        if ours.fullmatch(name) and os.path.isdir(staging) and os.path.lexists(previous) \
+                and not os.path.lexists(path):
+            os.replace(previous, path)
+            shutil.rmtree(staging)
+            return staging
+    return None
+
+
 def check_target(path, fmt, overwrite):
     """Raises UserError unless `path` is free, or `overwrite` and `path` is a previous
     `fmt` export: never a folder that holds anything else, the working folder, one above
-    it, the home folder or the root."""
+    it, the home folder or the root. First puts back a previous export that an interrupted
+    --overwrite left aside (see `recover`), saying so on stderr."""
+    path = _without_trailing_separator(os.fspath(path))
+    staging = recover(path)
+    if staging:
+        print(f"{path}: put back the previous export that an interrupted --overwrite "
+              f"left in {staging}", file=sys.stderr)
     if not os.path.lexists(path):
         return
     if not overwrite:
@@ -191,16 +239,32 @@ def check_target(path, fmt, overwrite):
 
 
 def is_previous_export(path, fmt):
-    """Whether `path` holds a `fmt` export and nothing else, recognized by its contents."""
+    """Whether `path` holds a `fmt` export and nothing else, recognized by its contents: a
+    SavedModel folder holds only the files and folders an export writes, at any depth."""
     if os.path.islink(path):
         return False
     if fmt == "saved_model":
-        return (os.path.isdir(path) and "saved_model.pb" in os.listdir(path)
-                and set(os.listdir(path)) <= SAVED_MODEL_ENTRIES)
+        return os.path.isdir(path) and _only_saved_model_files(path)
     if not (os.path.isfile(path) and path.lower().endswith(SUFFIXES[fmt])):
         return False
     with open(path, "rb") as f:
         return FILE_SIGNATURES[fmt](f.read(8))
+
+
+def _only_saved_model_files(path):
+    found_graph = False
+    for folder, subfolders, files in os.walk(path):
+        relative = os.path.relpath(folder, path)
+        for name in subfolders:
+            if os.path.islink(os.path.join(folder, name)) or relative != "." \
+                    or name not in SAVED_MODEL_FOLDERS:
+                return False
+        for name in files:
+            entry = os.path.normpath(os.path.join(relative, name)).replace(os.sep, "/")
+            if os.path.islink(os.path.join(folder, name)) or not SAVED_MODEL_FILE.fullmatch(entry):
+                return False
+            found_graph |= entry == "saved_model.pb"
+    return found_graph
 
 
 def require_modules(fmt):

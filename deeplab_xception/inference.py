@@ -9,7 +9,7 @@ from keras import ops
 
 from deeplab_xception.backend import enable_compilation_cache
 from deeplab_xception.depthwise import with_shifted_depthwise
-from deeplab_xception.errors import UserError
+from deeplab_xception.errors import ArgumentError, UserError
 from deeplab_xception.layers import scale_dimension
 from deeplab_xception.precision import positions_per_call, resolve_precision, with_precision
 from deeplab_xception.preprocessing import preprocess_array
@@ -310,7 +310,9 @@ class Segmenter:
     The network computes in `precision` ("float32", "bfloat16" or "auto",
     what ran is `self.precision`); logits, resizes, softmax and the average
     over scales and flips are float32 in every precision. Tiling, resizes and
-    the average are numpy, the same on every backend.
+    the average are numpy, the same on every backend. The default here is
+    float32, exact; the command line's is "auto" (bfloat16 on CPUs with AMX or
+    AVX512_BF16).
     """
 
     def __init__(self, model, scales=(1.0,), flip=False, tile="auto", overlap=DEFAULT_OVERLAP,
@@ -349,6 +351,10 @@ class Segmenter:
 
     def passes(self, images):
         """One `tiling.Pass` per scale and flip of uint8 N x H x W x 3 `images`."""
+        if np.ndim(images) != 4 or np.shape(images)[-1] != 3:
+            hint = "; one image is images[None]" if np.ndim(images) == 3 else ""
+            raise ArgumentError("images", f"expected a batch N x H x W x 3, got shape "
+                                          f"{tuple(np.shape(images))}{hint}")
         height, width = int(images.shape[1]), int(images.shape[2])
         self.check_size(height, width)
         passes = []

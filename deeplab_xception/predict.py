@@ -3,6 +3,7 @@
 What `segment`, `export` and the Python API share; the CLI adds argument parsing and messages.
 """
 
+import collections
 import contextlib
 import glob
 import os
@@ -77,14 +78,18 @@ def plan_outputs(images, output_dir, kinds):
 
 def output_names(images):
     """Each image's name without extension, prefixed with its folder relative to all the
-    images' common folder when names alone would collide."""
+    images' common folder when a name is in several folders; images of one folder that
+    differ only in extension (cat.jpg, cat.png) keep it (cat.jpg, cat.png)."""
     stems = [os.path.splitext(os.path.basename(path))[0] for path in images]
-    if len(set(stems)) == len(stems):
-        return stems
     folders = [os.path.dirname(os.path.abspath(path)) for path in images]
-    common = os.path.commonpath(folders)
-    return [os.path.normpath(os.path.join(os.path.relpath(folder, common), stem))
-            for folder, stem in zip(folders, stems)]
+    names = stems
+    if len(set(stems)) < len(set(zip(stems, folders))):
+        common = os.path.commonpath(folders)
+        names = [os.path.normpath(os.path.join(os.path.relpath(folder, common), stem))
+                 for folder, stem in zip(folders, stems)]
+    counts = collections.Counter(names)
+    return [name + os.path.splitext(path)[1] if counts[name] > 1 else name
+            for name, path in zip(names, images)]
 
 
 def load_segmentation_model(weights, output_stride=None):
@@ -94,13 +99,23 @@ def load_segmentation_model(weights, output_stride=None):
     return model
 
 
+def class_list_beside(model_path):
+    """Where a model file's class names and colors are kept: `model.keras` ->
+    `model.classes.txt` ("name r g b" lines), written by `finetune`."""
+    return os.path.splitext(os.fspath(model_path))[0] + ".classes.txt"
+
+
 def class_table(dataset, classes_file, num_classes, weights):
-    """(class names, palette) from --dataset or --classes; by default the dataset with
-    `num_classes` classes, else numbered classes in VOC's color map."""
+    """(class names, palette) from --dataset or --classes; by default the class list kept
+    beside a .keras `weights` file, else the dataset with `num_classes` classes, else
+    numbered classes in VOC's color map."""
     from segment.datasets import FORMATS
     from segment.datasets.base import bit_palette
     from segment.datasets.generic import read_class_list
 
+    beside = class_list_beside(weights)
+    if not (classes_file or dataset) and str(weights).endswith(".keras") and os.path.isfile(beside):
+        classes_file = beside
     if classes_file:
         names, palette = read_class_list(classes_file)
         source = classes_file
@@ -122,6 +137,19 @@ def named_datasets(formats):
     return {name: module for name, module in formats.items() if hasattr(module, "CLASSES")}
 
 
+def read_within_limit(path, scales=(1.0,), max_pixels=DEFAULT_MAX_PIXELS):
+    """read_image(path), refused (UserError naming it) when it, or one of its `scales`,
+    exceeds `max_pixels`: before decoding when the header gives the size, else after."""
+    size = image_size(path) if os.path.isfile(path) else None
+    problem = size and pixel_limit_problem(*size, scales, max_pixels)
+    if not problem:
+        image = read_image(path)
+        problem = pixel_limit_problem(*image.shape[:2], scales, max_pixels)
+    if problem:
+        raise UserError(f"{path}: {problem}")
+    return image
+
+
 def read_batches(paths, batch_size, failed, scales=(1.0,), max_pixels=DEFAULT_MAX_PIXELS):
     """[(path, image)] lists of one image size, at most `batch_size` long; a batch goes when
     full, or, the largest, when too many images wait. Unreadable files, and files whose
@@ -129,13 +157,8 @@ def read_batches(paths, batch_size, failed, scales=(1.0,), max_pixels=DEFAULT_MA
     undecoded."""
     pending = {}
     for path in paths:
-        size = image_size(path) if os.path.isfile(path) else None
-        problem = size and pixel_limit_problem(*size, scales, max_pixels)
-        if problem:
-            failed(f"{path}: {problem}")
-            continue
         try:
-            image = read_image(path)
+            image = read_within_limit(path, scales, max_pixels)
         except UserError as e:
             failed(str(e))
             continue
@@ -147,7 +170,7 @@ def read_batches(paths, batch_size, failed, scales=(1.0,), max_pixels=DEFAULT_MA
     yield from pending.values()
 
 
-def segment_batch(segmenter, batch, plans, names, palette, alpha):
+def segment_batch(segmenter, batch, plans, names, palette, alpha, legend=True):
     """Segments one batch of (path, image) and writes each image's outputs as `plans` says;
     probabilities go straight into memory-mapped .npy files, a block of rows at a time."""
     images = np.stack([image for _, image in batch])
@@ -159,14 +182,15 @@ def segment_batch(segmenter, batch, plans, names, palette, alpha):
                              for path, image in batch]
         labels = segmenter.labels(images, probabilities)
     for (path, image), image_labels in zip(batch, labels):
-        write_outputs(plans[path], path, image, image_labels, names, palette, alpha)
+        write_outputs(plans[path], path, image, image_labels, names, palette, alpha, legend)
 
 
-def write_outputs(plan, path, image, labels, names, palette, alpha):
-    """The label PNG and, as planned, the overlay and the class shares of one image."""
+def write_outputs(plan, path, image, labels, names, palette, alpha, legend=True):
+    """The label PNG and, as planned, the overlay (with its legend unless not `legend`) and
+    the class shares of one image."""
     write_label_png(plan["labels"], labels, palette)
     if "overlay" in plan:
-        write_image(plan["overlay"], overlay(image, labels, palette, names, alpha))
+        write_image(plan["overlay"], overlay(image, labels, palette, names, alpha, legend))
     if "json" in plan:
         classes = [{"index": c, "name": names[c], "fraction": f}
                    for c, f in class_fractions(labels, len(names))]

@@ -49,29 +49,43 @@ def enlarge_for_display(image):
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
 
 
-def overlay(image, labels, palette, names, alpha=0.5):
+def overlay(image, labels, palette, names, alpha=0.5, legend=True):
     """`blend` of the image (enlarged when small), with a legend of the classes present
-    (color, name, share) in a panel to its right; the panel grows the canvas
-    downward if it is taller."""
-    blended = enlarge_for_display(blend(image, labels, palette, alpha))
-    height, width = blended.shape[:2]
+    (color, name, share) in its top-left corner, on a light box: its rows scale with the
+    image (a 40th of its longer side) and shrink to fit inside it, so the overlay keeps
+    the image's size. `legend=False` leaves it out."""
+    canvas = enlarge_for_display(blend(image, labels, palette, alpha))
+    if not legend:
+        return canvas
+    height, width = canvas.shape[:2]
     rows = [(palette[c], f"{names[c]} {percent(share)}")
             for c, share in class_fractions(labels, len(names))]
-    row = int(np.clip(height / 20, 14, 36))
-    scale = 0.5 * row / 22  # Hershey simplex caps are about 22 px tall at scale 1
-    thickness = max(1, row // 18)
-    margin = row // 3
-    text_width = max(cv2.getTextSize(text, FONT, scale, thickness)[0][0] for _, text in rows)
-    panel_width = 3 * margin + (row - margin) + text_width
-    canvas = np.full((max(height, len(rows) * row + margin), width + panel_width, 3),
-                     LEGEND_BACKGROUND, np.uint8)
-    canvas[:height, :width] = blended
+    row = max(14, max(height, width) // 40)
+    box = _legend_box(rows, row)
+    if box[0] > width or box[1] > height:
+        row = max(8, int(row * min(width / box[0], height / box[1])))
+        box = _legend_box(rows, row)
+    region = canvas[:min(box[1], height), :min(box[0], width)]
+    region[:] = np.rint(0.25 * region + 0.75 * np.array(LEGEND_BACKGROUND)).astype(np.uint8)
+    scale, thickness, margin = _legend_font(row)
     for i, (color, text) in enumerate(rows):
-        top, left = margin + i * row, width + margin
+        top, left = margin + i * row, margin
         swatch = (left + row - margin - 1, top + row - margin - 1)
         cv2.rectangle(canvas, (left, top), swatch, tuple(int(v) for v in color), cv2.FILLED)
-        cv2.rectangle(canvas, (left, top), swatch, LEGEND_TEXT, 1)
+        cv2.rectangle(canvas, (left, top), swatch, LEGEND_TEXT, max(1, thickness // 2))
         baseline = top + (row - margin + cv2.getTextSize(text, FONT, scale, thickness)[0][1]) // 2
         cv2.putText(canvas, text, (swatch[0] + margin + 1, baseline), FONT, scale, LEGEND_TEXT,
                     thickness, cv2.LINE_AA)
     return canvas
+
+
+def _legend_font(row):
+    """(font scale, stroke thickness, margin) for legend rows `row` pixels tall."""
+    return 0.5 * row / 22, max(1, row // 18), row // 3  # Hershey caps: ~22 px at scale 1
+
+
+def _legend_box(rows, row):
+    """(width, height) of the legend of `rows` at `row` pixels a row."""
+    scale, thickness, margin = _legend_font(row)
+    text_width = max(cv2.getTextSize(text, FONT, scale, thickness)[0][0] for _, text in rows)
+    return 3 * margin + (row - margin) + text_width, len(rows) * row + margin

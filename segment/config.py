@@ -3,6 +3,7 @@
 import dataclasses
 from typing import Optional
 
+from deeplab_xception.errors import UserError
 from deeplab_xception.training import ScheduleConfig, TrainerConfig
 
 
@@ -18,6 +19,13 @@ class ModelConfig:
     dropout: float = 0.1
     fine_tune_batch_norm: bool = True   # False freezes BN (statistics and scale), for small batches
     batch_norm_momentum: Optional[float] = None  # None: the checkpoints' 0.9997; short runs want ~0.9
+
+    def validate(self):
+        """The builder checks which output strides the backbone reaches; 0 would mean its default."""
+        if self.output_stride <= 0:
+            raise UserError(f"output_stride must be positive, got {self.output_stride}")
+        if not 0 <= self.dropout < 1:
+            raise UserError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclasses.dataclass
@@ -35,6 +43,19 @@ class DataConfig:
     scale_step: float = 0.25
     flip: bool = True
     workers: int = 0                    # JAX only: input processes; 0: one per core but one
+    synthetic: bool = False             # first write the generated shapes set at `root`, unless there
+
+    def validate(self):
+        """What augmentation and evaluation need, checked when the config loads."""
+        for name in ("crop_size", "eval_crop_size"):
+            if min(getattr(self, name)) < 1:
+                raise UserError(f"{name} must be two positive sizes, got {list(getattr(self, name))}")
+        if self.min_scale <= 0:
+            raise UserError(f"min_scale must be positive, got {self.min_scale}")
+        if self.min_scale > self.max_scale:
+            raise UserError(f"min_scale {self.min_scale} is more than max_scale {self.max_scale}")
+        if self.scale_step < 0:
+            raise UserError(f"scale_step must be 0 or more, got {self.scale_step}")
 
 
 @dataclasses.dataclass

@@ -63,7 +63,7 @@ def confusion_matrix(model, dataset, scales=(1.0,), flip=False, output_stride=No
     import_tensorflow()  # tf.data reads the images: under JAX, with TensorFlow's GPUs hidden
     examples = pipeline.decoded_examples(dataset).prefetch(2)
     for image, label in tqdm(examples.as_numpy_iterator(), total=len(dataset), desc="evaluating",
-                             unit="image"):
+                             unit="image", disable=None):  # no bar when stderr is no terminal
         label = label[..., 0]
         if eval_crop_size and (label.shape[0] > eval_crop_size[0]
                                or label.shape[1] > eval_crop_size[1]):

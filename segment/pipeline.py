@@ -120,15 +120,37 @@ def folder_examples(dataset, input_context=None, shuffle=False, files=None):
 
 
 @contextlib.contextmanager
-def label_errors_reported():
-    """A label check that fails inside tf.data surfaces as the UserError naming the file."""
+def label_errors_reported(*datasets):
+    """A label check that fails inside tf.data surfaces as the UserError naming the file; so
+    does a file of `datasets` that TensorFlow cannot decode (its error names no file)."""
     try:
         yield
     except tf.errors.InvalidArgumentError as e:
         match = re.search(rf"\[([^\[\]]*{OUT_OF_RANGE}[^\[\]]*)\]", e.message)
-        if match is None:
+        if match:
+            raise UserError(match.group(1)) from None
+        broken = next(filter(None, map(first_undecodable, datasets)), None)
+        if broken is None:
             raise
-        raise UserError(match.group(1)) from None
+        raise UserError(f"{broken}: not a readable image (TensorFlow cannot decode it: "
+                        f"{e.message.splitlines()[0].strip()})") from None
+
+
+def first_undecodable(dataset):
+    """The first image or label file of `dataset` TensorFlow cannot decode, or None. Looked
+    for, in parallel, only once a decode failed inside tf.data."""
+    paths = [e.image_path for e in dataset.examples]
+    if dataset.custom_labels is None:
+        paths += [e.label_path for e in dataset.examples]
+
+    def decoded(path):
+        image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+        return path, tf.shape(image)
+
+    readable = (tf.data.Dataset.from_tensor_slices(paths)
+                .map(decoded, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors())
+    found = {path.decode() for path, _ in readable.as_numpy_iterator()}
+    return next((path for path in paths if path not in found), None)
 
 
 def decoded_examples(source, input_context=None, shuffle=False, files=None):

@@ -71,7 +71,8 @@ def write_tfrecords(dataset, output_dir, split, num_shards=4):
     num_shards = min(num_shards, len(dataset))
     per_shard = math.ceil(len(dataset) / num_shards)
     paths = shard_paths(output_dir, split, num_shards)
-    with tqdm(total=len(dataset), desc=f"{split} -> TFRecord", unit="image") as progress:
+    with tqdm(total=len(dataset), desc=f"{split} -> TFRecord", unit="image",
+              disable=None) as progress:
         for shard, path in enumerate(paths):
             with atomic_path(path) as tmp, tf.io.TFRecordWriter(tmp) as writer:
                 for index in range(shard * per_shard, min(len(dataset), (shard + 1) * per_shard)):

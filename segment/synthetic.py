@@ -66,3 +66,11 @@ def write_synthetic_dataset(root, num_train=96, num_val=48, size=65, seed=0):
             f.write("".join(name + "\n" for name in names))
     write_class_list(os.path.join(root, "classes.txt"), CLASSES, PALETTE)
     return root
+
+
+def write_unless_there(root):
+    """The set at `root` (`data.synthetic`), written on first use: its class list, written
+    last, says it is whole."""
+    if not os.path.isfile(os.path.join(root, "classes.txt")):
+        print(f"writing the generated shapes set to {root} (data.synthetic)", flush=True)
+        write_synthetic_dataset(root)

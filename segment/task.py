@@ -13,6 +13,7 @@ from deeplab_xception.layers import configure_batch_norms
 from deeplab_xception.models import build_model
 from deeplab_xception.preprocessing import IGNORE_LABEL
 from deeplab_xception.training import WarmStart
+from segment import synthetic
 from segment.datasets import load_dataset
 
 LOGITS = DeepLabV3Plus.LOGITS
@@ -25,6 +26,8 @@ class SegmentationTask:
         self.config = config
         data = config.data
         self._architecture(num_classes=2)  # a bad model.* value fails before any data is read
+        if data.synthetic:
+            synthetic.write_unless_there(data.root)
         self.train_set = load_dataset(data.format, data.root, data.train_split,
                                       categories=data.categories)
         self.classes = self.train_set.classes

@@ -115,6 +115,19 @@ def test_convert_writes_a_model_file_equal_to_the_checkpoint(files, tmp_path, ca
     assert "--num-classes: " in (err := capsys.readouterr().err) and "has 4 classes, asked for 21" in err
     assert sorted(os.listdir(tmp_path)) == ["ckpt"]  # nothing half-written
 
+    mine, folder = tmp_path / "mine.keras", tmp_path / "folder.keras"
+    mine.write_bytes(b"a model of mine")
+    folder.mkdir()
+    for dst, extra, message in [(mine, [], "already exists; give --overwrite to replace it"),
+                                (folder, [], "is a folder; the output must be a .keras file"),
+                                (folder, ["--overwrite"], "is a folder")]:
+        assert main(["convert", prefix, str(dst), *extra]) == 2
+        assert _error_line(capsys).startswith(f"deeplab-xception convert: error: {dst}: {message}")
+    assert mine.read_bytes() == b"a model of mine" and not os.listdir(folder)
+    assert main(["convert", prefix, str(mine), "--overwrite"]) == 0
+    np.testing.assert_allclose(keras.models.load_model(mine)(images), model(images), atol=1e-5)
+    assert sorted(os.listdir(tmp_path)) == ["ckpt", "folder.keras", "mine.keras"]
+
 
 def _error_line(capsys):
     err = capsys.readouterr().err.strip()
@@ -142,3 +155,40 @@ def test_bad_inputs_are_one_line_errors(files, tmp_path, capsys):
     assert main(["segment", files["images"][0], "--weights", foreign, "--output-dir", out]) == 2
     assert "not a DeepLab checkpoint" in _error_line(capsys)
     assert not os.path.exists(out)
+
+
+def test_convert_starts_a_deeplab_from_a_classifier_file_or_from_random_weights(
+        files, tmp_path, capsys):
+    classifier = files["classifier"]
+    dst = tmp_path / "deeplab.keras"
+    assert main(["convert", str(files["root"] / "classifier.keras"), "--kind", "deeplab",
+                 "--num-classes", "3", str(dst)]) == 0
+    deeplab = keras.models.load_model(dst)
+    assert (deeplab.num_classes, deeplab.output_stride) == (3, 16)
+    weighted = [layer for layer in classifier.backbone.layers if layer.weights]
+    assert len(weighted) > 50
+    for layer in weighted:  # the pretraining's backbone, whole
+        for mine, theirs in zip(deeplab.backbone.get_layer(layer.name).weights, layer.weights):
+            np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    assert main(["convert", "random:xception_tiny", str(tmp_path / "random.keras"),
+                 "--output-stride", "8"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(
+        f"{tmp_path / 'random.keras'}: DeepLabV3Plus on xception_tiny, 21 classes, output stride 8")
+    random = keras.models.load_model(tmp_path / "random.keras")
+    fresh = build_model("deeplab", backbone="xception_tiny", output_stride=8)
+    assert [w.shape for w in random.weights] == [w.shape for w in fresh.weights]
+    assert main(["convert", "random:xception_66", str(tmp_path / "no.keras")]) == 2
+    assert _error_line(capsys).endswith("unknown backbone 'xception_66'; choose one of xception, "
+                                        "xception_41, xception_65, xception_71, xception_tiny")
+    assert sorted(os.listdir(tmp_path)) == ["deeplab.keras", "random.keras"]
+
+
+def test_evaluate_refuses_a_model_without_a_trained_deeplab_head(files, tmp_path, capsys):
+    from segment.synthetic import write_synthetic_dataset
+
+    classifier = str(files["root"] / "classifier.keras")
+    data = write_synthetic_dataset(str(tmp_path / "shapes"), num_train=1, num_val=1, size=33)
+    assert main(["evaluate", "--weights", classifier, "--data", data,
+                 "--output-dir", str(tmp_path / "eval")]) == 2
+    assert _error_line(capsys).endswith(
+        f"{classifier}: holds a XceptionClassifier, not a segmentation model")

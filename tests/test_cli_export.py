@@ -2,11 +2,16 @@
 
 import collections
 import os
+import signal
+import subprocess
+import sys
+import types
 
 import numpy as np
 import pytest
 
 from deeplab_xception import build_model
+from deeplab_xception import export as export_module
 from deeplab_xception.cli import main
 from deeplab_xception.inference import Segmenter
 from deeplab_xception.io import write_image
@@ -167,3 +172,108 @@ def test_a_missing_exporter_names_the_extra(weights, tmp_path, capsys, monkeypat
         "deeplab-xception export: error: --format onnx: needs tf2onnx; "
         "install them with: pip install 'deeplab-xception[export]'")
     assert list(tmp_path.iterdir()) == []
+
+
+def _fake_saved_model(path, tag):
+    """The files a SavedModel export writes, holding `tag`: a previous export, seconds to make."""
+    (path / "variables").mkdir(parents=True)
+    (path / "assets").mkdir()
+    for name in ("saved_model.pb", "fingerprint.pb", "variables/variables.index",
+                 "variables/variables.data-00000-of-00001"):
+        (path / name).write_bytes(b"\x08" + tag)
+
+
+@pytest.fixture
+def fake_serving(monkeypatch):
+    """`export` writes a fake SavedModel holding b"new" instead of tracing a model."""
+    serving = types.SimpleNamespace(inputs=[types.SimpleNamespace(shape=(None, None, None, 3))],
+                                    export=lambda path, **_: _fake_saved_model(
+                                        __import__("pathlib").Path(path), b"new"))
+    monkeypatch.setattr(export_module, "serving_model", lambda *a, **k: serving)
+
+
+@pytest.mark.parametrize("mine", ["variables/b/thesis.txt", "assets/notes.txt",
+                                  "variables/notes.txt", "assets/x/y.txt"])
+def test_overwrite_refuses_a_previous_export_holding_user_files_at_any_depth(
+        weights, tmp_path, capsys, mine):
+    target = tmp_path / "sm"
+    _fake_saved_model(target, b"old")
+    export_module.check_target(str(target), "saved_model", overwrite=True)  # a previous export
+    (target / mine).parent.mkdir(exist_ok=True)
+    (target / mine).write_text("mine")
+    before = _tree(target)
+    assert main(["export", "--weights", weights[0], "--format", "saved_model",
+                 "--output", str(target), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"deeplab-xception export: error: --output: {target} is not a previous "
+                   "saved_model export; --overwrite replaces nothing else")
+    assert _tree(target) == before and sorted(os.listdir(tmp_path)) == ["sm"]
+
+
+def test_overwrite_through_a_trailing_slash_names_the_folder_or_link_itself(
+        weights, tmp_path, capsys, fake_serving):
+    target = tmp_path / "sm"
+    _fake_saved_model(target, b"old")
+    export_module.export(None, str(target) + os.sep, "saved_model", overwrite=True)
+    assert set(_tree(target).values()) == {b"\x08new"}
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    before = _tree(target)
+    assert main(["export", "--weights", weights[0], "--format", "saved_model",
+                 "--output", f"{link}/", "--overwrite"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"{link} is not a previous saved_model "
+                                                    "export; --overwrite replaces nothing else")
+    assert _tree(target) == before and sorted(os.listdir(tmp_path)) == ["link", "sm"]
+
+
+def test_ctrl_c_between_the_renames_of_an_overwrite_keeps_the_previous_export(
+        tmp_path, monkeypatch, fake_serving):
+    target = tmp_path / "sm"
+    _fake_saved_model(target, b"old")
+    before = _tree(target)
+    real, calls = os.replace, []
+
+    def interrupted_replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # the new export's rename into place
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", interrupted_replace)
+    with pytest.raises(KeyboardInterrupt):
+        export_module.export(None, target, "saved_model", overwrite=True)
+    assert _tree(target) == before and sorted(os.listdir(tmp_path)) == ["sm"]
+
+
+KILLED_EXPORT = """
+import os, pathlib, signal, sys, types
+from deeplab_xception import export
+calls, real = [], os.replace
+def replace(src, dst):
+    calls.append(dst)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(src, dst)
+def write(path, **_):
+    os.makedirs(path)
+    (pathlib.Path(path) / "saved_model.pb").write_bytes(b"new")
+os.replace = replace
+export.serving_model = lambda *a, **k: types.SimpleNamespace(
+    inputs=[types.SimpleNamespace(shape=(None, None, None, 3))], export=write)
+export.export(None, sys.argv[1], "saved_model", overwrite=True)
+"""
+
+
+def test_a_kill_between_the_renames_is_put_back_by_the_next_run(tmp_path, capsys):
+    target = tmp_path / "sm"
+    _fake_saved_model(target, b"old")
+    before = _tree(target)
+    killed = subprocess.run([sys.executable, "-c", KILLED_EXPORT, str(target)],
+                            capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not target.exists()  # the previous export waits in the staging folder
+    export_module.check_target(str(target), "saved_model", overwrite=True)
+    err = capsys.readouterr().err
+    assert err.startswith(f"{target}: put back the previous export that an interrupted "
+                          "--overwrite left in ") and err.count("\n") == 1
+    assert _tree(target) == before and sorted(os.listdir(tmp_path)) == ["sm"]

@@ -14,7 +14,7 @@ from deeplab_xception.cli import main
 from deeplab_xception.predict import class_table, read_batches
 from deeplab_xception.inference import Segmenter
 from deeplab_xception.io import read_image
-from deeplab_xception.visualize import MIN_DISPLAY_SIZE, blend, enlarge_for_display
+from deeplab_xception.visualize import MIN_DISPLAY_SIZE, blend, enlarge_for_display, overlay
 from segment.datasets import cityscapes, voc
 from segment.datasets.base import bit_palette
 
@@ -113,18 +113,45 @@ def test_every_format_gives_labels_overlay_and_json_in_one_trace(files, tmp_path
 
         drawn = cv2.cvtColor(cv2.imread(f"{stem}.overlay.png"), cv2.COLOR_BGR2RGB)
         shown = enlarge_for_display(blend(image, expected, voc.PALETTE, 0.4))
-        height, width = shown.shape[:2]
-        assert max(height, width) >= MIN_DISPLAY_SIZE > max(image.shape[:2])
-        assert drawn.shape[0] >= height and drawn.shape[1] > width  # the legend is on the right
-        np.testing.assert_array_equal(drawn[:height, :width], shown)
-        legend = drawn[:, width:].reshape(-1, 3)
+        assert max(shown.shape[:2]) >= MIN_DISPLAY_SIZE > max(image.shape[:2])
+        legend = _legend_box(drawn, shown)
         for entry in report["classes"]:  # a swatch per class present
-            assert (legend == voc.PALETTE[entry["index"]]).all(axis=1).any()
+            assert (legend.reshape(-1, 3) == voc.PALETTE[entry["index"]]).all(axis=1).any()
     assert len(classes_seen) > 1
     with Image.open(out / "rotated.png") as png:  # EXIF orientation applied: 64 wide stored
         assert png.size == (40, 64)
     with Image.open(out / "coffee.png") as png:  # 16-bit input
         assert png.size == (88, 56)
+
+
+def _legend_box(drawn, shown):
+    """The legend drawn over `shown`: same size, and it differs only in a box at the top left."""
+    assert drawn.shape == shown.shape  # the legend never widens the image
+    rows, cols = np.nonzero((drawn != shown).any(axis=-1))
+    assert rows.min() < 5 and cols.min() < 5
+    bottom, right = rows.max() + 1, cols.max() + 1
+    np.testing.assert_array_equal(drawn[bottom:], shown[bottom:])
+    np.testing.assert_array_equal(drawn[:, right:], shown[:, right:])
+    return drawn[:bottom, :right]
+
+
+def test_the_legend_scales_with_the_image_and_can_be_left_out(files, tmp_path):
+    labels = np.zeros((1200, 1600), np.uint8)
+    labels[600:] = 15  # person
+    photo = np.full((1200, 1600, 3), 90, np.uint8)
+    drawn = overlay(photo, labels, voc.PALETTE, voc.CLASSES)
+    height, width = _legend_box(drawn, blend(photo, labels, voc.PALETTE, 0.5)).shape[:2]
+    assert 2 * 1600 // 40 <= height < 1200 // 4 and width < 1600 // 2  # two rows of 40 px
+    small = overlay(photo[:40, :50], labels[:40, :50], voc.PALETTE, voc.CLASSES)
+    assert small.shape[:2] == enlarge_for_display(photo[:40, :50]).shape[:2]
+    out = tmp_path / "out"
+    assert main(["segment", str(files["photos"] / "camera.png"), "--weights", files["weights"],
+                 "--output-dir", str(out), "--overlay", "--no-legend"]) == 0
+    image = read_image(files["photos"] / "camera.png")
+    with Image.open(out / "camera.png") as png:
+        expected = enlarge_for_display(blend(image, np.array(png), voc.PALETTE, 0.5))
+    np.testing.assert_array_equal(
+        cv2.cvtColor(cv2.imread(str(out / "camera.overlay.png")), cv2.COLOR_BGR2RGB), expected)
 
 
 def test_bad_files_are_named_and_skipped_and_good_ones_still_written(files, tmp_path, capsys):
@@ -175,14 +202,23 @@ def test_outputs_never_overwrite_inputs_or_each_other(files, tmp_path, capsys):
         f"image {copy / 'camera.png'}; choose another --output-dir"]
     assert (copy / "camera.png").read_bytes() == before
     cv2.imwrite(str(copy / "camera.jpg"), cv2.imread(str(copy / "camera.png")))
+    (copy / "other").mkdir()
+    (copy / "other" / "camera.png").write_bytes(before)
+    out = tmp_path / "out"
     assert main(["segment", str(copy / "camera.png"), str(copy / "camera.jpg"),
-                 "--weights", files["weights"], "--output-dir", str(tmp_path / "out")]) == 2
-    assert "camera.jpg: same name as" in _stderr_lines(capsys)[0]
+                 str(copy / "other" / "camera.png"), "--weights", files["weights"],
+                 "--output-dir", str(out), "--json"]) == 0
+    written = sorted(os.path.relpath(os.path.join(d, n), out) for d, _, ns in os.walk(out) for n in ns)
+    assert written == ["camera.jpg.json", "camera.jpg.png", "camera.png.json", "camera.png.png",
+                       "other/camera.json", "other/camera.png"]  # each image's outputs survive
+    for name in ("camera.jpg", "camera.png"):
+        assert json.loads((out / f"{name}.json").read_text())["image"] == str(copy / name)
+    capsys.readouterr()
     assert main(["segment", str(copy), "--weights", files["weights"],
                  "--output-dir", str(copy / "camera.png")]) == 2
     assert _stderr_lines(capsys)[0].endswith(
         f"--output-dir: {copy / 'camera.png'} is a file, not a directory")
-    assert not (tmp_path / "out").exists()
+    assert sorted(os.listdir(copy)) == ["camera.jpg", "camera.png", "other"]
 
 
 def test_images_sharing_a_name_mirror_their_folders(files, tmp_path, capsys):
@@ -274,3 +310,36 @@ def test_non_positive_scales_are_refused_by_name(command, files, tmp_path, capsy
     assert exit_info.value.code == 2
     assert "argument --scales: scales must be positive, got 0" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_or_unwritable_output_dir_is_one_line_and_leaves_nothing(
+        files, tmp_path, capsys, monkeypatch):
+    """posix_fallocate answers ENOSPC as on a full disk, where writing into the sparse
+    memory-mapped .npy would have killed the process with SIGBUS."""
+    import errno
+
+    def disk_full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    out = tmp_path / "out"
+    photo = str(files["photos"] / "camera.png")
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "posix_fallocate", disk_full)
+        assert main(["segment", photo, "--weights", files["weights"], "--output-dir", str(out),
+                     "--save-probabilities"]) == 2
+    assert _stderr_lines(capsys) == [f"deeplab-xception segment: error: {out / 'camera.npy'}: "
+                                     "cannot write it (No space left on device)"]
+    assert os.listdir(out) == []  # neither the .npy nor its temporary
+
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(tmp_path)
+                        else real_access(p, mode))
+    for command, inputs in [("segment", [photo]), ("evaluate", ["--data", str(tmp_path)])]:
+        assert main([command, *inputs, "--weights", files["weights"],
+                     "--output-dir", str(tmp_path / "new")]) == 2
+        assert _stderr_lines(capsys) == [f"deeplab-xception {command}: error: --output-dir: "
+                                         f"{tmp_path / 'new'} is not writable (permission denied)"]
+        assert main([command, *inputs, "--weights", files["weights"],
+                     "--output-dir", photo]) == 2
+        assert _stderr_lines(capsys)[-1].endswith(f"--output-dir: {photo} is a file, not a directory")
+    assert sorted(os.listdir(tmp_path)) == ["out"]

@@ -38,6 +38,7 @@ def test_help_imports_no_framework_and_answers_at_once():
 
 
 def test_name_lists_for_help_match_the_library():
+    from deeplab_xception.backbones import BACKBONES, reachable_output_strides
     from deeplab_xception.cli import options
     from deeplab_xception.inference import DEFAULT_MAX_PIXELS
     from deeplab_xception.predict import named_datasets
@@ -52,6 +53,8 @@ def test_name_lists_for_help_match_the_library():
     assert options.EXPORT_FORMATS == tuple(sorted(EXPORT_FORMATS))
     assert options.DEFAULT_MAX_PIXELS == DEFAULT_MAX_PIXELS
     assert options.PRECISIONS == PRECISIONS
+    assert options.OUTPUT_STRIDES == tuple(sorted(set().union(
+        *(reachable_output_strides(name) for name in BACKBONES))))
 
 
 def test_native_log_lines_are_filtered_and_everything_else_passes():
@@ -88,12 +91,13 @@ def inputs(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("verbose", [False, True])
+@pytest.mark.parametrize("verbose", [None, "before", "after"])  # the subcommand
 def test_segment_prints_only_its_own_lines_unless_verbose(inputs, tmp_path, verbose):
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",)}
-    command = ENTRY + (["--verbose"] if verbose else []) + [
+    command = ENTRY + (["--verbose"] if verbose == "before" else []) + [
         "segment", str(inputs / "photo.png"), str(inputs / "bad.png"),
-        "--weights", str(inputs / "deeplab.keras"), "--output-dir", str(tmp_path)]
+        "--weights", str(inputs / "deeplab.keras"), "--output-dir", str(tmp_path)] + (
+        ["--verbose"] if verbose == "after" else [])
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     assert result.returncode == 1, result.stderr
     own = f"deeplab-xception segment: error: {inputs / 'bad.png'}: not a readable image"
@@ -131,3 +135,16 @@ def test_inference_starts_as_the_model_then_folds_then_freezes_once_each_pays_of
         assert (ops["ReadVariableOp"] == 0) == frozen
         # The first stage turns TF's graph optimizer off around its own calls only.
         assert not tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer")
+
+
+def test_help_says_what_each_option_takes(capsys):
+    from deeplab_xception.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for expected in ("--tile auto|off|N|H [W ...]", "one value or two: H W (or N for N x N)",
+                     "--eval-crop-size H|none [W ...]", "two sizes H W, or none",
+                     "--format {ade20k,cityscapes,coco,generic,voc} the dataset's layout",
+                     "--split SPLIT the split to evaluate"):
+        assert expected in text, expected

@@ -13,7 +13,7 @@ from pycocotools import mask as mask_utils
 from deeplab_xception.errors import UserError
 from deeplab_xception.io import read_image, write_image
 from segment import augment, convert, pipeline, records
-from segment.datasets import ade20k, cityscapes, load_dataset, voc
+from segment.datasets import ade20k, base, cityscapes, load_dataset, voc
 from segment.datasets.generic import read_class_list, write_class_list
 from segment.synthetic import write_synthetic_dataset
 
@@ -307,3 +307,33 @@ def test_a_bad_label_value_fails_in_the_stream_naming_the_file(generic_root):
     _write_gray_png(mask_path, np.zeros((33, 30)))
     with pytest.raises(UserError, match=r"val_0001\.png: label is 30x33 but its image"):
         dataset.file_list()
+
+
+def test_a_truncated_or_huge_image_in_a_dataset_is_named(generic_root, tmp_path):
+    """A truncated JPEG passes the header check and fails to decode inside tf.data, whose
+    error names no file; a huge header is refused at the header check, by name."""
+    dataset = load_dataset("generic", generic_root, "val")
+    image_path = dataset.examples[1].image_path
+    encoded = cv2.imencode(".jpg", cv2.imread(image_path))[1].tobytes()
+    broken = os.path.join(generic_root, "images", "val_0001.jpg")
+    with open(broken, "wb") as f:
+        f.write(encoded[:len(encoded) // 2])
+    os.remove(image_path)
+    dataset = load_dataset("generic", generic_root, "val")
+    assert dataset.examples[1].image_path == broken
+    files = dataset.file_list()  # the header is whole
+    with pytest.raises(UserError) as error:
+        with pipeline.label_errors_reported(dataset):
+            list(pipeline.decoded_examples(dataset, files=files))
+    assert str(error.value).startswith(f"{broken}: not a readable image (TensorFlow cannot decode")
+    assert "\n" not in str(error.value)
+
+    huge = Image.new("1", (20000, 20000))
+    huge.save(broken[:-len(".jpg")] + ".png")
+    os.remove(broken)
+    with pytest.raises(UserError, match=r"val_0001\.png: 20000x20000 pixels, more than the 100 "
+                                        "megapixels a dataset image may have"):
+        load_dataset("generic", generic_root, "val").file_list()
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(UserError, match=r"empty\.png: not a readable image$"):
+        base._header(str(tmp_path / "empty.png"), "image")

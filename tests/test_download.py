@@ -2,8 +2,10 @@
 
 import hashlib
 import http.server
+import io
 import json
 import os
+import tarfile
 import threading
 
 import pytest
@@ -22,9 +24,10 @@ def _sha256(data):
 
 
 class Files(http.server.BaseHTTPRequestHandler):
-    """Serves `routes`: {path: body}; a body in `truncated` announces more bytes than it sends."""
+    """Serves `routes`: {path: body}; a body in `truncated` announces more bytes than it sends,
+    one in `unannounced` is sent without a Content-Length (its end is the connection's)."""
 
-    routes, truncated, requests = {}, set(), []
+    routes, truncated, unannounced, requests = {}, set(), set(), []
 
     def do_GET(self):
         self.requests.append(self.path)
@@ -33,7 +36,9 @@ class Files(http.server.BaseHTTPRequestHandler):
             self.send_error(404)
             return
         self.send_response(200)
-        self.send_header("Content-Length", str(len(body) + (1000 if self.path in self.truncated else 0)))
+        if self.path not in self.unannounced:
+            self.send_header("Content-Length",
+                             str(len(body) + (1000 if self.path in self.truncated else 0)))
         self.end_headers()
         self.wfile.write(body)
         self.close_connection = True
@@ -44,7 +49,7 @@ class Files(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    Files.routes, Files.truncated, Files.requests = {}, set(), []
+    Files.routes, Files.truncated, Files.unannounced, Files.requests = {}, set(), set(), []
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Files)
     threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
     yield Files, f"http://127.0.0.1:{httpd.server_port}"
@@ -148,3 +153,53 @@ def test_local_file_digest_is_checked_and_the_file_kept(tmp_path):
     with pytest.raises(UserError, match="model.keras: sha256 .* differs from the expected"):
         local_path(f"{weights}#sha256={_sha256(OTHER)}", tmp_path)
     assert weights.read_bytes() == GOOD
+
+
+def _archive(files):
+    """A .tar.gz holding {name: bytes}."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_a_download_cut_short_without_content_length_is_neither_kept_nor_recorded(server, tmp_path):
+    files, base = server
+    archive = _archive({"model.ckpt.index": GOOD, "model.ckpt.data-00000-of-00001": OTHER})
+    url = base + "/model.tar.gz"
+    files.routes["/model.tar.gz"] = archive[:len(archive) // 2]
+    files.unannounced.update({"/model.tar.gz", "/notes.bin"})
+    with pytest.raises(UserError) as error:
+        fetch(url, tmp_path)
+    assert str(error.value) == (f"{url}: download incomplete (no Content-Length, and the file "
+                                "ends early: EOFError); nothing was kept")
+    assert _leftovers(tmp_path) == []
+    files.routes["/model.tar.gz"] = archive  # the whole file: kept, its digest recorded
+    path, digest = fetch(url, tmp_path)
+    assert open(path, "rb").read() == archive and digest == _sha256(archive)
+    files.routes["/notes.bin"] = GOOD
+    with pytest.raises(UserError, match="no Content-Length and a .bin file cannot be checked whole"):
+        fetch(base + "/notes.bin", tmp_path)
+    assert len(_leftovers(tmp_path)) == 2
+
+
+def test_files_replaced_in_an_unpacked_archive_are_unpacked_again(tmp_path, capsys):
+    members = {"model.ckpt.index": GOOD, "model.ckpt.data-00000-of-00001": OTHER}
+    archive = tmp_path / "model.tar.gz"
+    archive.write_bytes(_archive(members))
+    unpacked = local_path(str(archive), tmp_path / "cache")
+    assert {n: open(os.path.join(unpacked, n), "rb").read() for n in members} == members
+    for change in (lambda: open(os.path.join(unpacked, "model.ckpt.index"), "wb").write(b"mine"),
+                   lambda: os.remove(os.path.join(unpacked, "model.ckpt.data-00000-of-00001")),
+                   lambda: open(os.path.join(unpacked, "model.ckpt.meta"), "wb").write(b"added")):
+        change()
+        assert local_path(str(archive), tmp_path / "cache") == unpacked
+        assert capsys.readouterr().err == (f"{unpacked}: unpacked files differ from the ones "
+                                           f"unpacked from {archive}; unpacking it again\n")
+        assert {n: open(os.path.join(unpacked, n), "rb").read() for n in members} == members
+        assert sorted(os.listdir(unpacked)) == sorted([*members, "unpacked.sha256.json"])
+    assert local_path(str(archive), tmp_path / "cache") == unpacked  # intact: reused quietly
+    assert capsys.readouterr().err == ""

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from deeplab_xception import build_model
 from deeplab_xception.errors import UserError
-from deeplab_xception.export import export, serving_model
+from deeplab_xception.export import export, is_previous_export, serving_model
 from deeplab_xception.inference import Segmenter
 from helpers import randomize_weights
 
@@ -40,6 +40,7 @@ def test_exported_graph_has_its_batch_norms_folded(model):
 
 def test_saved_model_takes_any_image_size(model, tmp_path):
     path = export(model, tmp_path / "segmenter", "saved_model")
+    assert is_previous_export(path, "saved_model")  # what --overwrite may replace
     loaded = tf.saved_model.load(path)
     for size in [(65, 65), (49, 71)]:
         x = images(*size)

@@ -187,6 +187,23 @@ def test_single_scale_segmenter_is_the_models_softmax(tiny_model_file):
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
 
 
+def test_segmenter_is_exported_and_names_a_batch_it_cannot_take(tiny_model_file):
+    import deeplab_xception as dx
+    from deeplab_xception.errors import UserError
+
+    model, _ = tiny_model_file
+    segmenter = dx.Segmenter(model)
+    assert segmenter.precision == "float32"  # the API's default: exact
+    image = np.zeros((41, 53, 3), np.uint8)
+    for bad, shape in [(image, "(41, 53, 3); one image is images[None]"),
+                       (image[None, ..., :1], "(1, 41, 53, 1)")]:
+        for method in (segmenter.labels, segmenter.probabilities):
+            with pytest.raises(UserError) as error:
+                method(bad)
+            assert str(error.value) == f"images: expected a batch N x H x W x 3, got shape {shape}"
+    assert segmenter.labels(image[None]).shape == (1, 41, 53)
+
+
 def test_multiscale_flip_averages_every_pass(tiny_model_file):
     model, _ = tiny_model_file
     images = np.random.default_rng(0).integers(0, 256, (1, 41, 53, 3)).astype("uint8")
@@ -272,3 +289,21 @@ def test_loading_builds_from_zeros_and_fresh_builds_stay_official(tmp_path):
     fresh = backbone_kernels(build_model("deeplab", backbone="xception_tiny", num_classes=3))
     # The official stddev 0.09, truncated at two of them: a standard deviation of 0.0796.
     assert abs(fresh.std() - 0.0796) < 0.004 and np.abs(fresh).max() <= 0.18
+
+
+def test_output_stride_4_keeps_the_weights_without_a_decoder_and_says_why_not_with_one():
+    """Every stride the registry reaches is a choice of segment, export and convert: at 4 the
+    decoder's stride-4 tap is the encoder's output, so a decoder's weights no longer fit."""
+    from deeplab_xception.cli import main
+
+    with pytest.raises(SystemExit) as parsed:  # parsed, then --help stops it
+        main(["segment", "x.png", "--weights", "w", "--output-dir", "o", "--output-stride", "4",
+              "--help"])
+    assert parsed.value.code == 0
+    plain = build_model("deeplab", backbone="xception_tiny", num_classes=3, decoder=False)
+    images = np.random.default_rng(0).uniform(-1, 1, (1, 33, 33, 3)).astype("float32")
+    at4 = with_output_stride(plain, 4)
+    assert at4.output_stride == 4 and at4(images).shape == (1, 33, 33, 3)
+    with pytest.raises(ValueError, match=r"^output_stride: deeplabv3plus's weights do not fit it "
+                                         r"at output stride 4 \(copy by name: decoder\."):
+        with_output_stride(build_model("deeplab", backbone="xception_tiny", num_classes=3), 4)

@@ -3,6 +3,7 @@ first), listed by `deeplab-xception configs`; optional parts that name their ext
 
 import os
 import pathlib
+import subprocess
 import sys
 
 import pytest
@@ -49,8 +50,13 @@ def test_unknown_config_names_the_file_and_the_shipped_ones(tmp_path, monkeypatc
 
 def test_configs_command_lists_and_prints_the_shipped_configs(capsys):
     assert main(["configs"]) == 0
-    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-    assert listed == sorted(p.name for p in SHIPPED.glob("*.yaml"))
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == sorted(p.name for p in SHIPPED.glob("*.yaml"))
+    assert all(line.endswith(".") for line in lines)  # whole sentences, never cut mid-way
+    tiny = next(line for line in lines if line.startswith("pretrain_tiny.yaml"))
+    assert tiny.split(None, 1)[1] == (
+        "The smoke-test variant: xception_tiny on a generated, learnable set of four colored "
+        "shapes (written at data.train's folder on first use), 64x64 images.")
     assert main(["configs", "segment_tiny.yaml"]) == 0
     assert yaml.safe_load(capsys.readouterr().out) == yaml.safe_load(
         (SHIPPED / "segment_tiny.yaml").read_text())
@@ -68,3 +74,13 @@ def test_a_missing_optional_dependency_names_its_extra(tmp_path, monkeypatch, ca
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "needs tf2onnx; install them with: pip install 'deeplab-xception[export]'" in error
     assert sorted(os.listdir(tmp_path)) == ["model.keras"]
+
+
+def test_configs_into_a_closed_pipe_ends_quietly():
+    """`deeplab-xception configs | head -1`: the reader is gone before the output is."""
+    process = subprocess.Popen([sys.executable, "-c", "from deeplab_xception.cli import "
+                                "entry_point; entry_point()", "configs"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    _, err = process.communicate(timeout=60)
+    assert err == b"" and process.returncode == 141

@@ -135,7 +135,10 @@ def test_budget_measure_reports_the_precision(capsys):
     argv = ["budget", "--backbone", "xception_tiny", "--input-size", "33", "33",
             "--output-stride", "16", "--measure", "1"]
     assert main(argv + ["--precision", "bfloat16"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
     assert lines[1].split()[-1] == "precision" and lines[2].split()[-1] == "bfloat16"
+    assert captured.err.splitlines() == [  # what the minutes of a full-size --measure go to
+        "measuring output stride 16 (1 of 1): 1 timed run at 33x33 in bfloat16"]
     assert main(argv + ["--format", "json"]) == 0
     assert '"precision": "' + resolve_precision("auto") + '"' in capsys.readouterr().out

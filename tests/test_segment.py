@@ -21,7 +21,7 @@ from deeplab_xception.weights.transfer import load_matching_weights
 from segment import pipeline
 from segment.config import SegmentConfig
 from segment.datasets import load_dataset
-from segment.datasets.generic import write_class_list
+from segment.datasets.generic import read_class_list, write_class_list
 from segment.evaluate import evaluate
 from segment.synthetic import CLASSES, PALETTE, make_example, write_synthetic_dataset
 from segment.task import SegmentationTask
@@ -261,8 +261,22 @@ def test_a_bad_model_value_fails_before_any_data_is_read(tmp_path, capsys):
     assert main(["finetune", "--config", TINY, f"data.root={missing}",
                  f"trainer.model_dir={tmp_path / 'run'}", "model.output_stride=12"]) == 2
     assert "model: output_stride" in capsys.readouterr().err
+    assert not os.path.exists(missing)
     with pytest.raises(UserError, match="no such class list"):  # the data is what fails next
-        SegmentationTask(load_config(SegmentConfig, TINY, [f"data.root={missing}"]))
+        SegmentationTask(load_config(SegmentConfig, TINY, [f"data.root={missing}",
+                                                           "data.synthetic=false"]))
+
+
+def test_the_tiny_config_writes_its_generated_set_on_first_use(tmp_path, capsys):
+    """segment_tiny.yaml works from an empty folder, as pretrain_tiny.yaml does."""
+    root = str(tmp_path / "shapes")
+    task = SegmentationTask(load_config(SegmentConfig, TINY, [f"data.root={root}"]))
+    assert capsys.readouterr().out == f"writing the generated shapes set to {root} (data.synthetic)\n"
+    assert task.classes == CLASSES and len(task.train_set) == 96
+    classes = os.path.join(root, "classes.txt")
+    written = os.path.getmtime(classes)
+    SegmentationTask(load_config(SegmentConfig, TINY, [f"data.root={root}"]))
+    assert capsys.readouterr().out == "" and os.path.getmtime(classes) == written  # kept
 
 
 def test_a_rotated_exif_photo_with_its_mask_trains_and_evaluates(tmp_path):
@@ -292,6 +306,16 @@ def test_a_rotated_exif_photo_with_its_mask_trains_and_evaluates(tmp_path):
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["num_images"] == 2 and report["num_pixels"] == 2 * 40 * 64
     assert model.num_classes == len(CLASSES)
+
+    # The class names and colors are kept beside the model, and segment finds them there.
+    names, palette = read_class_list(str(tmp_path / "run" / "model.classes.txt"))
+    assert names == list(CLASSES) and np.array_equal(palette, PALETTE)
+    assert main(["segment", photo, "--weights", str(tmp_path / "run" / "model.keras"),
+                 "--output-dir", str(tmp_path / "out"), "--json"]) == 0
+    segmented = json.loads((tmp_path / "out" / "a.json").read_text())
+    assert {c["name"] for c in segmented["classes"]} <= set(CLASSES)
+    with Image.open(tmp_path / "out" / "a.png") as png:
+        assert png.getpalette()[:3 * len(CLASSES)] == np.asarray(PALETTE).ravel().tolist()
 
 
 def _as_ade20k_model(model):
@@ -394,3 +418,11 @@ def test_eval_crop_defaults_to_the_zoo_entry_then_the_format():
     assert eval_crop_size(["65", "97"], "run/model.keras", "generic") == (65, 97)
     with pytest.raises(UserError, match="--eval-crop-size: expected two positive integers"):
         eval_crop_size(["513"], "run/model.keras", "voc")
+
+
+def test_progress_bars_stay_out_of_logs(val_with_ignore, capsys):
+    """stderr is no terminal here, as in a redirected log: no carriage-return bars."""
+    model = build_model("deeplab", backbone="xception_tiny", num_classes=4)
+    evaluate(model, load_dataset("generic", val_with_ignore, "val"))
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err + captured.out and "evaluating" not in captured.err

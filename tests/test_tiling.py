@@ -244,3 +244,54 @@ def test_bad_tile_sizes_are_refused_by_name(tiny, tmp_path, capsys, tile, messag
         status = exit_info.code
     assert status == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_hdr_sizes_come_from_their_header_and_every_refused_file_is_skipped_by_name(
+        tiny, tmp_path, capsys, monkeypatch):
+    """PIL reads no Radiance header: a 60000x60000 HDR (OpenCV's decoder refuses it with a
+    cv2.error) is refused from the header the package reads, a small one over the limit is
+    skipped by name, and the rest of the run goes on."""
+    from deeplab_xception import predict
+
+    _, weights = tiny
+    bomb = tmp_path / "bomb.hdr"
+    bomb.write_bytes(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 60000 +X 50000\n" + b"\0" * 64)
+    small = tmp_path / "small.hdr"
+    cv2.imwrite(str(small), np.random.default_rng(0).uniform(0, 1, (40, 30, 3)).astype("float32"))
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), _images(20, 30)[0])
+    out = tmp_path / "out"
+    argv = ["segment", str(bomb), str(small), str(photo), "--weights", weights,
+            "--output-dir", str(out), "--max-pixels", "1000"]
+    prefix = "deeplab-xception segment: error: "
+    refused = [prefix + f"{bomb}: 50000x60000 pixels (3e+03 megapixels) exceed the limit of "
+                        "0.001 megapixels (--max-pixels)",
+               prefix + f"{small}: 30x40 pixels (0.0012 megapixels) exceed the limit of "
+                        "0.001 megapixels (--max-pixels)"]
+    assert main(argv) == 1
+    assert capsys.readouterr().err.strip().splitlines() == refused
+    assert sorted(os.listdir(out)) == ["photo.png"]
+    monkeypatch.setattr(predict, "image_size", lambda path: None)  # a header nobody reads
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [prefix + f"{bomb}: not a readable image", refused[1]]
+
+
+def test_classify_has_the_pixel_limit_too(tmp_path, capsys):
+    classifier = build_model("classifier", backbone="xception_tiny", num_classes=3)
+    classifier.save(tmp_path / "classifier.keras")
+    bomb = tmp_path / "bomb.png"
+    _png(bomb, 20000, 20000)
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), _images(40, 30)[0])
+    argv = ["classify", str(bomb), str(photo), "--weights", str(tmp_path / "classifier.keras")]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
+        f"deeplab-xception classify: error: {bomb}: 20000x20000 pixels (400 megapixels) exceed "
+        "the limit of 100 megapixels (--max-pixels)"]
+    assert captured.out.splitlines()[0] == str(photo)
+    assert main([argv[0], *argv[2:], "--max-pixels", "1000"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"{photo}: 30x40 pixels (0.0012 megapixels) exceed the limit of 0.001 megapixels "
+        "(--max-pixels)")

@@ -71,6 +71,7 @@ def test_weight_decay_is_slim_l2_on_conv_and_pointwise_kernels_only():
      '"cluster"."worker" must be a list of "host:port" strings'),
     ('{"cluster": {"worker": ["a:1"]}, "task": ["worker", 0]}', '"task" must be'),
     ('[1, 2]', "expected {"),
+    ('{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}}', 'a "cluster" but no "task"'),
 ])
 def test_bad_tf_config_is_a_one_line_user_error(monkeypatch, value, message):
     monkeypatch.setenv("TF_CONFIG", value)
@@ -87,6 +88,31 @@ def test_roles_come_from_tf_config(monkeypatch):
     assert cluster.role() == ("worker", 1) and not cluster.is_chief()
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": layout, "task": {"type": "worker", "index": 0}}))
     assert cluster.is_chief()
+
+
+def test_a_chief_whose_tasks_do_not_answer_says_so_within_seconds(monkeypatch, capsys):
+    import socket
+    import time
+
+    from deeplab_xception.training import strategy
+
+    listening = socket.create_server(("127.0.0.1", 0))
+    closed = socket.create_server(("127.0.0.1", 0))
+    closed_address = f"127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"chief": ["127.0.0.1:1"], "ps": [closed_address],
+                    "worker": [f"127.0.0.1:{listening.getsockname()[1]}"]},
+        "task": {"type": "chief", "index": 0}}))
+    made = []  # TensorFlow's strategy would wait for the PS without a word
+    monkeypatch.setattr(tf.distribute, "ParameterServerStrategy", made.append)
+    start = time.monotonic()
+    strategy._new_strategy(TrainerConfig(strategy="parameter_server"))
+    assert time.monotonic() - start < 10 and len(made) == 1
+    assert capsys.readouterr().out == (f"waiting for ps/0 at {closed_address} to answer (not "
+                                       "reachable yet; check that they run and TF_CONFIG's "
+                                       "addresses)\n")
+    listening.close()
 
 
 def test_local_cluster_spec_and_layout():
@@ -108,6 +134,12 @@ def test_local_cluster_spec_and_layout():
     (["trainer.train_steps=-5"], "trainer.train_steps must be 0 or more, got -5"),
     (["trainer.learning_rate.name=exponential"],
      "trainer.learning_rate.name: exponential decays every decay_epochs epochs; set examples_per_epoch"),
+    (["data.crop_size=[0,0]"], "data.crop_size must be two positive sizes, got [0, 0]"),
+    (["data.crop_size=[-5,65]"], "data.crop_size must be two positive sizes, got [-5, 65]"),
+    (["data.min_scale=-1"], "data.min_scale must be positive, got -1.0"),
+    (["data.min_scale=1.5", "data.max_scale=1.25"], "data.min_scale 1.5 is more than max_scale 1.25"),
+    (["model.output_stride=0"], "model.output_stride must be positive, got 0"),
+    (["trainer.learning_rate.initial=-0.01"], "trainer.learning_rate.initial must be 0 or more, got -0.01"),
 ])
 def test_config_values_are_checked_when_the_config_loads(overrides, message):
     from deeplab_xception.config import load_config
@@ -117,6 +149,19 @@ def test_config_values_are_checked_when_the_config_loads(overrides, message):
         load_config(SegmentConfig, "segment_tiny.yaml", overrides)
     assert load_config(SegmentConfig, "segment_tiny.yaml",
                        ["trainer.train_steps=1000.0"]).trainer.train_steps == 1000
+
+
+def test_a_config_whose_top_level_is_not_a_mapping_is_one_line(tmp_path):
+    from deeplab_xception.config import load_config
+    from segment.config import SegmentConfig
+
+    listed = tmp_path / "listed.yaml"
+    listed.write_text("- model\n- data\n")
+    for overrides in ([], ["trainer.train_steps=2"]):
+        with pytest.raises(UserError, match=re.escape(
+                f"{listed}: the top level must be a mapping of sections (model:, data:, trainer:, "
+                "...), got a list")):
+            load_config(SegmentConfig, str(listed), overrides)
 
 
 def test_unknown_trainer_key_is_rejected():
@@ -286,3 +331,76 @@ def test_ctrl_c_on_the_chief_saves_a_checkpoint_to_resume_from(tmp_path):
     saved = tf.train.load_checkpoint(str(tmp_path)).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")[0]
     assert 0 < saved < 100000
     assert not (tmp_path / FINAL_MODEL).exists()
+
+
+def _checkpoint_files(model_dir):
+    """{name: bytes} of every ckpt-N file in `model_dir`."""
+    return {p.name: p.read_bytes() for p in sorted(model_dir.glob("ckpt-*"))}
+
+
+class _PixelTask(_OneBatchTask):
+    """A one-layer classifier of 4x4 images: the loop's bookkeeping in a second a run."""
+
+    def __init__(self):
+        super().__init__(size=4)
+
+    def build_model(self):
+        inputs = keras.Input((self.size, self.size, 3))
+        pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+        return keras.Model(inputs, keras.layers.Dense(self.classes, activation="softmax")(pooled))
+
+
+def test_a_resume_never_restarts_over_its_checkpoints(tmp_path, capsys):
+    """A missing or garbled `checkpoint` index file: the run continues from the newest
+    ckpt-N on disk; a checkpoint missing files, truncated or corrupt stops it in one line,
+    every file left as it was (final_step.json included)."""
+    def config(steps):
+        return TrainerConfig(model_dir=str(tmp_path), train_steps=steps, batch_size_per_replica=2,
+                             checkpoint_every=1, learning_rate=ScheduleConfig(name="constant"))
+
+    assert train(_PixelTask(), config(2)) == 2
+    written = _checkpoint_files(tmp_path)
+    assert {"ckpt-1.index", "ckpt-2.index"} <= set(written)
+    (tmp_path / "checkpoint").write_text("model_checkpoint_path: {{{ garbled")
+    capsys.readouterr()
+    assert train(_PixelTask(), config(3)) == 3
+    assert f"resuming from {tmp_path / 'ckpt-2'} at step 2" in capsys.readouterr().out
+    (tmp_path / "checkpoint").unlink()
+    assert train(_PixelTask(), config(4)) == 4
+    assert f"resuming from {tmp_path / 'ckpt-3'} at step 3" in capsys.readouterr().out
+    kept = _checkpoint_files(tmp_path)
+    assert {name: kept[name] for name in written} == written  # ckpt-1 and ckpt-2 untouched
+
+    data = tmp_path / "ckpt-4.data-00000-of-00001"
+    index = tmp_path / "ckpt-4.index"
+    damages = [
+        (lambda: index.unlink(), "ckpt-4: incomplete checkpoint (no .index); move ckpt-4.* out of"),
+        (lambda: data.write_bytes(data.read_bytes()[:40]), "ckpt-4: unreadable checkpoint, "
+                                                           "truncated or corrupt (IndexError)"),
+        (lambda: index.write_bytes(index.read_bytes()[:-9] + b"\0" * 9),
+         "ckpt-4: unreadable checkpoint, truncated or corrupt"),
+    ]
+    for damage, message in damages:
+        kept = _checkpoint_files(tmp_path)
+        damage()
+        damaged = _checkpoint_files(tmp_path)
+        marker = (tmp_path / "final_step.json").read_bytes()
+        with pytest.raises(UserError) as error:
+            train(_PixelTask(), config(6))
+        assert str(error.value).startswith(f"{tmp_path / message}"), error.value
+        assert "\n" not in str(error.value)
+        assert _checkpoint_files(tmp_path) == damaged
+        assert (tmp_path / "final_step.json").read_bytes() == marker
+        for name, content in kept.items():  # undo the damage for the next case
+            (tmp_path / name).write_bytes(content)
+
+
+def test_training_progress_in_a_log_is_plain_lines(tmp_path, capsys):
+    """stdout is no terminal here, as in a redirected log: a line per summary, no ANSI codes."""
+    config = TrainerConfig(model_dir=str(tmp_path), train_steps=2, batch_size_per_replica=2,
+                           summary_every=1, learning_rate=ScheduleConfig(name="constant"))
+    train(_PixelTask(), config)
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out
+    steps = [line.split(":")[0] for line in out.splitlines() if line.startswith("step ")]
+    assert steps == ["step 1/2", "step 2/2"]

@@ -192,6 +192,12 @@ def test_checkpoint_problems_are_user_errors_naming_the_variable(tiny_checkpoint
             load_model(prefix)
     with pytest.raises(UserError, match="num_classes: .* has 5 classes, asked for 21"):
         load_model(tiny_checkpoint[1], num_classes=21)
+    prefix = write_official_checkpoint(tmp_path / "truncated" / "model.ckpt", arrays)
+    (data,) = (tmp_path / "truncated").glob("model.ckpt.data-*")
+    data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
+    with pytest.raises(UserError, match=r"model\.ckpt: .* cannot be read; the checkpoint's \.data "
+                                        r"files are truncated or corrupt \(IndexError\)$"):
+        load_model(prefix)
 
 
 def test_foreign_and_missing_checkpoints_are_user_errors(tmp_path):

@@ -55,7 +55,11 @@ class ConfigModel(keras.Model):
     def with_output_stride(self, output_stride):
         """The same model, same weights (copied by layer name), at another output stride."""
         rebuilt = type(self).from_config(self.config_at_output_stride(output_stride))
-        copy_weights_by_name(self, rebuilt)
+        try:
+            copy_weights_by_name(self, rebuilt)
+        except ValueError as e:  # e.g. a decoder whose stride-4 tap moves at output stride 4
+            raise ValueError(f"output_stride: {self.name}'s weights do not fit it at output "
+                             f"stride {output_stride} ({e})") from None
         return rebuilt
 
 

@@ -6,6 +6,8 @@ their `run`, so `--help` answers at once.
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 
 from deeplab_xception.backend import BACKENDS, use_backend
@@ -32,6 +34,9 @@ def main(argv=None, filter_stderr=False):
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"deeplab_xception.cli.{name}").register(subparsers)
+    for subparser in subparsers.choices.values():  # `COMMAND --verbose` as well
+        subparser.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                               help="show TensorFlow's and other libraries' own log lines")
     args = parser.parse_args(argv)
     if not args.verbose:
         quiet_environment()
@@ -40,7 +45,12 @@ def main(argv=None, filter_stderr=False):
     try:
         if args.backend:
             use_backend(args.backend)
-        return args.run(args) or 0
+        status = args.run(args) or 0
+        sys.stdout.flush()  # a reader gone (`| head -1`) shows here, not at exit
+        return status
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
+        return 128 + signal.SIGPIPE  # as a command that SIGPIPE ended
     except UserError as e:
         print(f"deeplab-xception {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -1,6 +1,7 @@
 """`deeplab-xception budget`: multiply-adds (and time) per eval output stride."""
 
 import json
+import sys
 
 from deeplab_xception.cli.options import KINDS, add_precision_option
 from deeplab_xception.errors import ArgumentError, UserError
@@ -70,7 +71,8 @@ def run(args):
         rows = budget(kind=args.kind, backbone=args.backbone, input_size=tuple(args.input_size),
                       num_classes=args.num_classes, output_strides=args.output_stride,
                       decoder=args.decoder, separable=args.separable, scales=args.scales,
-                      flip=args.flip, repeats=args.measure, precision=args.precision)
+                      flip=args.flip, repeats=args.measure, precision=args.precision,
+                      report=lambda message: print(message, file=sys.stderr, flush=True))
     except ArgumentError as e:
         raise e.for_flags(FLAGS) from None
     if args.plot:

@@ -3,6 +3,7 @@
 import json
 import sys
 
+from deeplab_xception.cli.options import DEFAULT_MAX_PIXELS, add_max_pixels_option
 from deeplab_xception.errors import UserError
 
 BATCH_SIZE = 8  # images read, cropped and classified together; only these are held
@@ -27,18 +28,20 @@ def imagenet_names(num_classes):
     return names if num_classes == 1000 else ["background"] + names
 
 
-def crops(paths, size, central_fraction, failed):
+def crops(paths, size, central_fraction, failed, max_pixels=DEFAULT_MAX_PIXELS):
     """Batches of (paths, crops): each image's evaluation crop, as the pretraining
-    evaluator takes it (`preprocessing.classifier_eval_array`). Unreadable files go to `failed(message)`."""
+    evaluator takes it (`preprocessing.classifier_eval_array`). Unreadable files, and
+    files of more than `max_pixels`, go to `failed(message)`."""
     import numpy as np
 
-    from deeplab_xception.io import read_image
+    from deeplab_xception.predict import read_within_limit
     from deeplab_xception.preprocessing import classifier_eval_array
 
     batch = []
     for path in paths:
         try:
-            batch.append((path, classifier_eval_array(read_image(path), size, central_fraction)))
+            image = read_within_limit(path, max_pixels=max_pixels)
+            batch.append((path, classifier_eval_array(image, size, central_fraction)))
         except UserError as e:
             failed(str(e))
             continue
@@ -81,7 +84,7 @@ def run(args):
         failed.append(message)
         report(message)
 
-    for paths, images in crops(args.images, size, fraction, unreadable):
+    for paths, images in crops(args.images, size, fraction, unreadable, args.max_pixels):
         outputs = np.asarray(classify(images))
         probabilities = softmax(outputs) if model.activation is None else outputs
         for path, row in zip(paths, probabilities):
@@ -124,4 +127,5 @@ def register(subparsers):
                         help="share of each side kept by the central crop "
                              "(default: the pretraining evaluator's, 0.875)")
     parser.add_argument("--format", choices=("text", "json"), default="text")
+    add_max_pixels_option(parser)
     parser.set_defaults(run=run)

@@ -1,14 +1,19 @@
 """`deeplab-xception configs`: the configs shipped with the package, or one of them to copy."""
 
+import re
+
 from deeplab_xception.config import find_config, shipped_configs
 
 
 def _summary(text):
-    """The first comment line of a config: what it is for."""
+    """The first sentence of a config's opening comment: what it is for."""
+    comment = []
     for line in text.splitlines():
-        if line.startswith("#"):
-            return line.lstrip("# ").strip()
-    return ""
+        if not line.startswith("#"):
+            break
+        comment.append(line.lstrip("# ").strip())
+    sentence = re.match(r".+?\.(?=\s|$)", " ".join(comment))
+    return sentence.group(0) if sentence else " ".join(comment)
 
 
 def run(args):

@@ -7,6 +7,7 @@ overlays, each step through the same commands a user runs.
 
 import glob
 import pathlib
+import shutil
 import time
 
 from deeplab_xception.errors import UserError
@@ -20,7 +21,14 @@ def register(subparsers):
                         help="where every output goes (default demo_output)")
     parser.add_argument("--workers", type=int, default=2,
                         help="asynchronous pretraining workers (default 2)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over: remove an earlier demo's outputs from --output-dir "
+                             "(by default a second run resumes from its checkpoints)")
     parser.set_defaults(run=run)
+
+
+# What the demo writes in --output-dir; --fresh removes these and nothing else.
+OUTPUTS = ("pretrain", "shapes", "finetune", "evaluation", "budget.png", "segmented")
 
 
 def _step(number, text):
@@ -41,6 +49,17 @@ def run(args):
     if args.workers < 1:
         raise UserError(f"--workers: must be at least 1, got {args.workers}")
     out = pathlib.Path(args.output_dir).resolve()
+    earlier = [out / name for name in OUTPUTS if (out / name).exists()]
+    if earlier and args.fresh:
+        print(f"--fresh: removing the earlier demo's {', '.join(p.name for p in earlier)} from {out}")
+        for path in earlier:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    elif earlier:
+        print(f"{out} holds an earlier demo: training resumes from its checkpoints, so finished "
+              "steps are not run again (--fresh starts over)")
     pretrain_dir, segment_dir = out / "pretrain", out / "finetune"
     shapes = out / "shapes"
     start = time.time()

@@ -9,14 +9,18 @@ def register(subparsers):
     parser.add_argument("--weights", required=True,
                         help="a DeepLab model.keras, an official DeepLab checkpoint or a zoo name")
     parser.add_argument("--data", required=True, help="the dataset's root folder")
-    parser.add_argument("--format", default="generic", choices=DATASET_FORMATS)
-    parser.add_argument("--split", default="val")
+    parser.add_argument("--format", default="generic", choices=DATASET_FORMATS,
+                        help="the dataset's layout (default generic: images/, masks/, "
+                             "classes.txt and a <split>.txt list of names)")
+    parser.add_argument("--split", default="val",
+                        help="the split to evaluate, as the format names it (default val)")
     parser.add_argument("--categories", default="",
                         help="COCO only: comma-separated category names (classes 1..K)")
     add_eval_options(parser)
     add_precision_option(parser, "float32")
-    parser.add_argument("--eval-crop-size", nargs="+", metavar="H W",
-                        help="pad each image to H x W (mean pixel, label 255), run, crop back, as "
+    parser.add_argument("--eval-crop-size", nargs="+", metavar=("H|none", "W"),
+                        help="two sizes H W, or none. Pads each image to H x W (mean pixel, "
+                             "label 255), runs, crops back, as "
                              "the official eval does; 'none': each image at its own size. Default: "
                              "the zoo entry's crop, else the format's (voc 513 513, cityscapes "
                              "1025 2049), else none. Larger images run at their own size")
@@ -43,16 +47,18 @@ def eval_crop_size(values, weights, format):
 
 
 def run(args):
-    from deeplab_xception.weights import load_model
+    from deeplab_xception.io import check_output_dir
+    from deeplab_xception.predict import load_segmentation_model
     from segment.datasets import load_dataset
     from segment.evaluate import evaluate, format_table
     from segment.pipeline import label_errors_reported
 
+    check_output_dir(args.output_dir)  # before the evaluation, not after it
     crop = eval_crop_size(args.eval_crop_size, args.weights, args.format)
     dataset = load_dataset(args.format, args.data, args.split,
                            categories=tuple(c for c in args.categories.split(",") if c))
-    model = load_model(args.weights, kind="deeplab")
-    with label_errors_reported():
+    model = load_segmentation_model(args.weights)  # never a new, untrained head
+    with label_errors_reported(dataset):
         report, _ = evaluate(model, dataset, scales=args.scales, flip=args.flip,
                              output_stride=args.output_stride, output_dir=args.output_dir,
                              tile=args.tile, precision=args.precision, eval_crop_size=crop)

@@ -1,6 +1,6 @@
 """`deeplab-xception export`: a DeepLab model as a SavedModel, ONNX or TFLite segmenter."""
 
-from deeplab_xception.cli.options import EXPORT_FORMATS, add_precision_option
+from deeplab_xception.cli.options import EXPORT_FORMATS, OUTPUT_STRIDES, add_precision_option
 from deeplab_xception.errors import UserError
 
 
@@ -51,7 +51,7 @@ def register(subparsers):
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
                         help="fix the input to one image of H x W (required for tflite; "
                              "default: any batch and size)")
-    parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
+    parser.add_argument("--output-stride", type=int, choices=OUTPUT_STRIDES,
                         help="backbone output stride (default: the model's)")
     add_precision_option(parser, "auto")
     parser.add_argument("--quantize", choices=("int8",),

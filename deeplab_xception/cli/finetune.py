@@ -18,18 +18,28 @@ def run(args):
     import keras
 
     from deeplab_xception.config import load_config
-    from deeplab_xception.training import prepare, train
+    from deeplab_xception.io import atomic_path
+    from deeplab_xception.predict import class_list_beside
+    from deeplab_xception.training import FINAL_MODEL, prepare, train
+    from segment.datasets.generic import write_class_list
     from segment.config import SegmentConfig
     from segment.task import SegmentationTask
 
     config = load_config(SegmentConfig, args.config, args.overrides)
     prepare(config.trainer)
+    task = SegmentationTask(config)
+    chief = True
     if keras.backend.backend() == "jax":
         errors = contextlib.nullcontext()  # labels are checked as numpy reads them
     else:
+        from deeplab_xception.training.cluster import is_chief
         from segment.pipeline import label_errors_reported
 
-        errors = label_errors_reported()
+        errors, chief = label_errors_reported(task.train_set), is_chief()
     with errors:
-        step = train(SegmentationTask(config), config.trainer)
-    print(f"trained to step {step}: {os.path.join(config.trainer.model_dir, 'model.keras')}")
+        step = train(task, config.trainer)
+    model = os.path.join(config.trainer.model_dir, FINAL_MODEL)
+    if chief:  # the class names and colors, beside the model that `segment` reads
+        with atomic_path(class_list_beside(model)) as tmp:
+            write_class_list(tmp, task.classes, task.train_set.palette)
+    print(f"trained to step {step}: {model}")

@@ -12,6 +12,7 @@ NAMED_DATASETS = ("ade20k", "cityscapes", "voc")  # the formats with a fixed cla
 EXPORT_FORMATS = ("onnx", "saved_model", "tflite")  # deeplab_xception.export.FORMATS
 PRECISIONS = ("auto", "float32", "bfloat16")  # deeplab_xception.precision.PRECISIONS
 DEFAULT_MAX_PIXELS = 100_000_000  # deeplab_xception.inference.DEFAULT_MAX_PIXELS
+OUTPUT_STRIDES = (4, 8, 16, 32)  # every registered backbone's reachable_output_strides, together
 
 
 def positive_scale(text):
@@ -53,17 +54,26 @@ class TileAction(argparse.Action):
 
 def add_eval_options(parser):
     """--output-stride, --scales, --flip and --tile: how a DeepLab model is evaluated."""
-    parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
+    parser.add_argument("--output-stride", type=int, choices=OUTPUT_STRIDES,
                         help="evaluation output stride (default: the model's)")
     parser.add_argument("--scales", type=positive_scale, nargs="+", default=(1.0,), metavar="S",
                         help="eval scales, probabilities averaged (e.g. 0.5 0.75 1 1.25 1.5 1.75)")
     parser.add_argument("--flip", action="store_true", help="also average left-right flips")
     parser.add_argument("--tile", nargs="+", action=TileAction, default="auto",
-                        metavar="auto|off|H W",
-                        help="sliding-window inference in tiles of H x W (overlapping by a third, "
-                             "logits averaged): bounded memory for any image size; off: whole "
-                             "images; auto (default): whole images up to 1025x2049 pixels per "
-                             "scale, 513x513 tiles above")
+                        metavar=("auto|off|N|H", "W"),
+                        help="one value or two: H W (or N for N x N) runs sliding-window "
+                             "inference in tiles of that size (overlapping by a third, logits "
+                             "averaged): bounded memory for any image size; off: whole images; "
+                             "auto (default): whole images up to 1025x2049 pixels per scale, "
+                             "513x513 tiles above")
+
+
+def add_max_pixels_option(parser, scaled=""):
+    """--max-pixels: the decompression-bomb limit, read from the header when it tells."""
+    parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                        help=f"skip images with more pixels than this{scaled}, read from the file "
+                             "header before decoding where it gives the size "
+                             f"(default {DEFAULT_MAX_PIXELS:_}, 100 megapixels)")
 
 
 def add_precision_option(parser, default):

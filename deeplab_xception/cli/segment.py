@@ -3,8 +3,8 @@
 import os
 import sys
 
-from deeplab_xception.cli.options import (DEFAULT_MAX_PIXELS, NAMED_DATASETS, add_eval_options,
-                                          add_precision_option, positive_int)
+from deeplab_xception.cli.options import (NAMED_DATASETS, add_eval_options,
+                                          add_max_pixels_option, add_precision_option)
 from deeplab_xception.errors import UserError
 
 
@@ -18,6 +18,7 @@ def run(args):
     from tqdm import tqdm
 
     from deeplab_xception.inference import Segmenter
+    from deeplab_xception.io import check_output_dir
     from deeplab_xception.predict import (class_table, find_images, load_segmentation_model,
                                           plan_outputs, read_batches, segment_batch)
 
@@ -27,8 +28,7 @@ def run(args):
         raise UserError(f"--alpha: must be between 0 and 1, got {args.alpha:g}")
     if args.dataset and args.classes:
         raise UserError("--dataset and --classes: give one of them")
-    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
-        raise UserError(f"--output-dir: {args.output_dir} is a file, not a directory")
+    check_output_dir(args.output_dir)
     images, failed = find_images(args.images)
     for problem in failed:
         report(problem)
@@ -58,7 +58,7 @@ def run(args):
             with tqdm(total=calls, unit="tile", leave=False, desc=os.path.basename(batch[0][0]),
                       disable=calls <= passes or None) as tiles:
                 segmenter.on_call = tiles.update
-                segment_batch(segmenter, batch, plans, names, palette, args.alpha)
+                segment_batch(segmenter, batch, plans, names, palette, args.alpha, args.legend)
             done += len(batch)
             progress.update(len(batch))
     print(f"{done} image{'s' * (done != 1)} segmented into {args.output_dir} "
@@ -85,18 +85,17 @@ def register(subparsers):
                         help="class names and colors from a class list ('name r g b' a line)")
     parser.add_argument("--overlay", action="store_true",
                         help="also write <name>.overlay.png: class colors over the photo, "
-                             "with a legend")
+                             "with a legend in its top-left corner")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    parser.add_argument("--no-legend", dest="legend", action="store_false",
+                        help="overlays without the legend of the classes present")
     parser.add_argument("--json", action="store_true",
                         help="also write <name>.json: the share of pixels of each class present")
     parser.add_argument("--save-probabilities", action="store_true",
                         help="also write <name>.npy: class probabilities, float32 H x W x classes "
                              "(memory-mapped, so large images need not fit in memory)")
     add_eval_options(parser)
-    parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
-                        help="refuse images, read from the file header before decoding, with "
-                             "more pixels than this, or that a --scales value would make larger "
-                             f"(default {DEFAULT_MAX_PIXELS:_}, 100 megapixels)")
+    add_max_pixels_option(parser, ", or that a --scales value would make larger")
     add_precision_option(parser, "auto")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",
                         help="images of one size run together, up to this many (default 1)")

@@ -8,6 +8,8 @@ TF_CONFIG the process is a single-process chief.
 
 import json
 import os
+import socket
+import time
 
 import tensorflow as tf
 
@@ -38,6 +40,9 @@ def tf_config():
     task = config.get("task", {})
     if not isinstance(task, dict):
         raise UserError(f'TF_CONFIG: "task" must be {{"type": ..., "index": ...}}, got {task!r}')
+    if jobs and not task:
+        raise UserError('TF_CONFIG: a "cluster" but no "task": say which task this process is, '
+                        '{"type": "chief"|"worker"|"ps"|"evaluator", "index": N}')
     if task:
         if task.get("type") not in ROLES:
             raise UserError(f'TF_CONFIG: "task"."type" {task.get("type")!r} is not one of '
@@ -71,3 +76,27 @@ def serve_forever():
         resolver.cluster_spec(), job_name=resolver.task_type, task_index=resolver.task_id,
         protocol=resolver.rpc_layer or "grpc", start=True)
     server.join()
+
+
+def silent_tasks(jobs=("ps", "worker"), wait_s=3.0):
+    """["ps/0 at host:port", ...]: the tasks of those TF_CONFIG jobs that still refuse
+    connections after `wait_s` seconds (TensorFlow waits for them without a word)."""
+    cluster = tf_config().get("cluster", {})
+    pending = [(f"{job}/{index} at {address}", address) for job in jobs
+               for index, address in enumerate(cluster.get(job, []))]
+    deadline = time.monotonic() + wait_s
+    while pending:
+        pending = [(name, address) for name, address in pending if not _answers(address)]
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    return [name for name, _ in pending]
+
+
+def _answers(address):
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=1).close()
+        return True
+    except OSError:
+        return False

@@ -48,6 +48,13 @@ class ScheduleConfig:
     power: float = 0.9
     end: float = 0.0
 
+    def validate(self):
+        for name in ("initial", "end", "decay_epochs", "power"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.decay_rate <= 0:
+            raise UserError(f"decay_rate must be positive, got {self.decay_rate}")
+
 
 @dataclasses.dataclass
 class TrainerConfig:

@@ -33,6 +33,10 @@ def _new_strategy(config):
     if not jobs.get("ps") or not jobs.get("worker"):
         raise UserError("strategy parameter_server: TF_CONFIG must list ps and worker tasks "
                         "(or use --local-cluster workers=N,ps=M)")
+    silent = cluster.silent_tasks()
+    if silent:
+        print(f"waiting for {', '.join(silent)} to answer (not reachable yet; check that they "
+              "run and TF_CONFIG's addresses)", flush=True)
     # No variable partitioner: Keras 3 variables cannot wrap the ShardedVariable
     # it makes. Whole variables go round-robin over the PS tasks, so the PS
     # tasks listed in TF_CONFIG are the shards.

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 import time
 
@@ -95,8 +96,6 @@ def train(task, config):
     chief = cluster.is_chief()
     write_dir = config.model_dir if chief else tempfile.mkdtemp(prefix="worker-")
     final_marker = os.path.join(config.model_dir, evaluator.FINAL_STEP)
-    if chief and os.path.exists(final_marker):
-        os.remove(final_marker)  # an earlier run's end; this run writes its own
 
     # -- input ----------------------------------------------------------------
     def dataset_fn(input_context):
@@ -149,23 +148,28 @@ def train(task, config):
     manager = tf.train.CheckpointManager(checkpoint, write_dir,
                                          max_to_keep=config.keep_checkpoints)
     # Where the starting weights come from: see training/start.py.
-    latest = tf.train.latest_checkpoint(config.model_dir)
+    latest = state.resume_point(config.model_dir)
     if not latest and glob.glob(os.path.join(glob.escape(config.model_dir), "ckpt-*.weights.h5")):
         raise UserError(f"{config.model_dir}: holds checkpoints of the JAX trainer; resume it "
                         "with KERAS_BACKEND=jax, or give another trainer.model_dir")
     spec = None if latest else warm_start_of(task, model, config)
     if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
+        state.restore(checkpoint, latest)
         if chief:
             print(f"resuming from {latest} at step {state.value(step)}", flush=True)
     elif spec:
         apply_warm_start(model, spec)
+    if chief and os.path.exists(final_marker):
+        os.remove(final_marker)  # an earlier run's end; this run writes its own
 
     # -- loop -----------------------------------------------------------------
     writer = tf.summary.create_file_writer(os.path.join(write_dir, "train"))
     start = state.value(step)
+    # Keras' bar on a terminal; in a log (no terminal), one plain line per summary instead
+    # of its ANSI codes.
+    on_terminal = sys.stdout.isatty()
     progress = keras.utils.Progbar(total_steps, stateful_metrics=["loss", "lr", "img/s"],
-                                   verbose=1 if chief else 0)
+                                   verbose=1 if chief and on_terminal else 0)
     progress.update(start)
     global_batch = config.batch_size_per_replica * replicas
     mark_step, mark_time = start, time.time()
@@ -186,6 +190,9 @@ def train(task, config):
             tf.summary.scalar("summary_wait_seconds", blocked)
         writer.flush()
         progress.update(number, [("loss", loss), ("lr", lr), ("img/s", rate)])
+        if chief and not on_terminal:
+            print(f"step {number}/{total_steps}: loss {loss:.4f}, lr {lr:.4g}, {rate:.1f} img/s",
+                  flush=True)
         mark_step, mark_time = now_step, time.time()
 
     saved_at = time.time()

@@ -129,6 +129,11 @@ class OfficialCheckpoint:
             if self.shapes[name] != tuple(variable.shape):
                 raise UserError(f"{self.path}: {name} has shape {list(self.shapes[name])}, "
                                 f"the model needs {list(variable.shape)}")
+        errors = _tensorflow(self.path).errors
         for name, variable in wanted.items():
-            variable.assign(self.reader.get_tensor(name))
+            try:
+                variable.assign(self.reader.get_tensor(name))
+            except (errors.OpError, IndexError) as e:  # IndexError: a truncated .data file
+                raise UserError(f"{self.path}: {name} cannot be read; the checkpoint's .data "
+                                f"files are truncated or corrupt ({e.__class__.__name__})") from None
         return sorted(shared)

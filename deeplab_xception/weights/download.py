@@ -3,9 +3,10 @@
 A download streams into a temporary file beside its cache name, hashed as it
 arrives, and is renamed only once complete and matching its digest: the one
 given (a zoo record's `sha256`, or `URL#sha256=HEX`), else the one recorded
-when the URL was first downloaded. Every download's digest is recorded in a
-JSON file beside it and checked again on every later use; a cached file that
-no longer matches is removed and downloaded again. Cache names start with a
+when the URL was first downloaded. A download sent without a Content-Length
+must read to its end in its format (tar, zip, HDF5). Every download's digest
+is recorded in a JSON file beside it and checked again on every later use; a
+cached file that no longer matches is removed and downloaded again. Cache names start with a
 hash of the full URL, so two URLs ending in the same file name never share one.
 """
 
@@ -15,9 +16,12 @@ import json
 import os
 import re
 import sys
+import tarfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
+import zlib
 
 from tqdm import tqdm
 
@@ -84,7 +88,9 @@ def fetch(url, cache_dir, sha256=None):
 def _download(url, path, expected, given):
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as out:
-            actual = _stream(url, out)
+            actual, length_announced = _stream(url, out)
+        if not length_announced:
+            _check_whole(tmp, url)
         if expected and actual != expected:
             known = "the expected" if given else "the one recorded on first download,"
             raise UserError(f"{url}: sha256 {actual} differs from {known} {expected}; "
@@ -115,4 +121,33 @@ def _stream(url, out):
     if total is not None and received != total:
         raise UserError(f"{url}: download incomplete ({received} of {total} bytes); "
                         "nothing was kept")
-    return digest.hexdigest()
+    return digest.hexdigest(), total is not None
+
+
+def _check_whole(path, url):
+    """Raises UserError unless the file at `path`, downloaded from `url` without a
+    Content-Length, reads to its end in its format (a cut connection looks like an end)."""
+    name = urllib.parse.urlsplit(url).path.lower()
+    try:
+        if name.endswith((".tar.gz", ".tgz", ".tar")):
+            with tarfile.open(path) as tar:
+                for member in tar:
+                    if member.isfile():
+                        with tar.extractfile(member) as f:
+                            while f.read(CHUNK_BYTES):
+                                pass
+        elif name.endswith((".keras", ".zip")):
+            with zipfile.ZipFile(path) as archive:
+                if archive.testzip() is not None:
+                    raise zipfile.BadZipFile
+        elif name.endswith(".h5"):
+            import h5py
+
+            with h5py.File(path, "r"):
+                pass
+        else:
+            raise UserError(f"{url}: the server sent no Content-Length and a .{name.rpartition('.')[2]} "
+                            "file cannot be checked whole; nothing was kept")
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
+        raise UserError(f"{url}: download incomplete (no Content-Length, and the file ends "
+                        f"early: {e.__class__.__name__}); nothing was kept") from None

@@ -44,6 +44,8 @@ def _from_model_file(path, kind, num_classes, output_stride, options):
             model = keras.models.load_model(path)
     except (ValueError, OSError, KeyError, TypeError) as e:
         raise UserError(f"{path}: not a readable .keras model ({_first_line(e)})") from None
+    if kind == "deeplab" and not isinstance(model, DeepLabV3Plus):
+        return _deeplab_on_the_backbone_of(model, path, num_classes, output_stride)
     if kind and not isinstance(model, MODEL_CLASSES[kind]):
         raise UserError(f"{path}: holds a {model.__class__.__name__}, not a {kind} model")
     _check_classes(path, getattr(model, "num_classes", None), num_classes)
@@ -55,6 +57,27 @@ def _from_model_file(path, kind, num_classes, output_stride, options):
         except ValueError as e:
             raise UserError(f"{path}: {_first_line(e)}") from None
     return model
+
+
+def _deeplab_on_the_backbone_of(model, path, num_classes, output_stride):
+    """A DeepLabV3Plus (head initialized, `num_classes`, 21 by default) on the backbone of a
+    classifier or backbone model file, copied whole by layer name: the model a fine-tuning
+    run starts from (`init.weights`) with a pretraining run's model.keras."""
+    from deeplab_xception.weights.transfer import copy_matching_weights  # it loads models too
+
+    backbone = model if isinstance(model, Backbone) else getattr(model, "backbone", None)
+    if not isinstance(backbone, Backbone):
+        raise UserError(f"{path}: holds a {model.__class__.__name__}, not a model on a backbone")
+    try:
+        config = backbone.config_at_output_stride(output_stride or 16)
+    except ValueError as e:
+        raise UserError(f"{path}: {_first_line(e)}") from None
+    if "input_shape" in config:
+        config["input_shape"] = (None, None, 3)  # a classifier's fixed size is not DeepLab's
+    deeplab = DeepLabV3Plus(type(backbone).from_config(config), num_classes=num_classes or 21)
+    copy_matching_weights(deeplab, backbone, path, required=tuple(
+        layer.name for layer in deeplab.backbone.layers if layer.weights))
+    return deeplab
 
 
 def _h5_has_classifier(path):

@@ -2,20 +2,25 @@
 
 Nothing is downloaded unless the user names a URL or a zoo entry, and every
 download is verified (`download.py`); archives are unpacked once into the
-cache and reused. `SOURCE#sha256=HEX` checks any source against a digest.
+cache and reused, each file checked against the digest recorded when it was
+unpacked. `SOURCE#sha256=HEX` checks any source against a digest.
 """
 
 import hashlib
+import json
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
 
 from deeplab_xception.errors import UserError
+from deeplab_xception.io import write_json
 from deeplab_xception.weights.download import fetch, file_sha256, split_digest
 from deeplab_xception.weights.zoo import ZOO
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+UNPACKED = "unpacked.sha256.json"  # beside an archive's unpacked files: {name: sha256}
 
 
 def default_cache_dir():
@@ -37,7 +42,11 @@ def _extract_checkpoint(archive, cache_dir, sha256=None):
     stem = os.path.basename(archive).split(".")[0]
     target = os.path.join(cache_dir, "extracted", f"{stem}-{key[:12]}")
     if os.path.isdir(target):
-        return target
+        if _unpacked_intact(target):
+            return target
+        print(f"{target}: unpacked files differ from the ones unpacked from {archive}; "
+              "unpacking it again", file=sys.stderr)
+        shutil.rmtree(target)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(target))
     try:
@@ -49,6 +58,8 @@ def _extract_checkpoint(archive, cache_dir, sha256=None):
                 with tar.extractfile(member) as src, open(
                         os.path.join(staging, os.path.basename(member.name)), "wb") as dst:
                     shutil.copyfileobj(src, dst)
+        write_json(os.path.join(staging, UNPACKED), {name: file_sha256(os.path.join(staging, name))
+                                                     for name in os.listdir(staging)})
         os.replace(staging, target)
     except (tarfile.TarError, EOFError, OSError) as e:
         if os.path.isdir(target):  # unpacked meanwhile by another process
@@ -57,6 +68,20 @@ def _extract_checkpoint(archive, cache_dir, sha256=None):
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _unpacked_intact(folder):
+    """Whether `folder` holds exactly the files unpacked into it, as unpacked (their digests
+    are recorded beside them)."""
+    try:
+        with open(os.path.join(folder, UNPACKED)) as f:
+            recorded = json.load(f)
+    except (OSError, ValueError):
+        return False
+    present = set(os.listdir(folder)) - {UNPACKED}
+    return isinstance(recorded, dict) and present == set(recorded) and all(
+        os.path.isfile(os.path.join(folder, name)) and not os.path.islink(os.path.join(folder, name))
+        and file_sha256(os.path.join(folder, name)) == digest for name, digest in recorded.items())
 
 
 def _check_local_digest(path, sha256):

@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from deeplab_xception.inference import DEFAULT_MAX_PIXELS
 from deeplab_xception.errors import UserError
 from deeplab_xception.preprocessing import IGNORE_LABEL
 from deeplab_xception.io import read_image
@@ -74,15 +75,25 @@ def train_id_table(num_classes, mapping=None):
 
 
 def _header(path, what):
-    """PIL's lazy open: mode, (height, width) and palette, without decoding pixels."""
+    """PIL's lazy open: mode, (height, width) and palette, without decoding pixels; a file
+    of more than DEFAULT_MAX_PIXELS is refused by name (a decompression bomb)."""
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such {what} file")
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # the limit below, by name
     try:
         with Image.open(path) as image:
             palette = image.getpalette() if image.mode == "P" else None
-            return image.mode, (image.height, image.width), palette
+            mode, size = image.mode, (image.height, image.width)
     except OSError:
-        raise UserError(f"{path}: not a readable {what} image") from None
+        raise UserError(f"{path}: not a readable {'image' if what == 'image' else what + ' image'}"
+                        ) from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    if size[0] * size[1] > DEFAULT_MAX_PIXELS:
+        raise UserError(f"{path}: {size[1]}x{size[0]} pixels, more than the "
+                        f"{DEFAULT_MAX_PIXELS / 1e6:g} megapixels a dataset image may have")
+    return mode, size, palette
 
 
 @dataclasses.dataclass(frozen=True)
