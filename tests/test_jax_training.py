@@ -202,7 +202,7 @@ def test_jax_finetuning_learns_the_shapes_and_resumes_at_its_step(tmp_path):
     assert "trained to step 80" in second and "tensorflow imported: False" in second
     assert sorted(os.listdir(model_dir)) == [
         "ckpt-40.weights.h5", "ckpt-80.weights.h5", "eval", "eval_results.json",
-        "final_step.json", "model.keras", "train"]
+        "final_step.json", "model.classes.txt", "model.keras", "train"]
     assert _digest(checkpoint) == digest  # never overwritten
     assert sorted(_losses(str(model_dir))) == list(range(10, 81, 10))
     results = json.loads((model_dir / "eval_results.json").read_text())
