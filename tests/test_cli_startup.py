@@ -78,6 +78,27 @@ def test_native_log_lines_are_filtered_and_everything_else_passes():
         "kept from C++", "kept from Python"]
 
 
+def test_native_stdout_noise_and_library_deprecations_are_filtered_and_results_pass():
+    # The quantizer's line and Keras' numpy notice, as TFLite and Keras 3.15 print them.
+    script = (
+        "import os, sys, warnings\n"
+        "from deeplab_xception.cli.quiet import filter_native_stderr, quiet_environment\n"
+        "quiet_environment()\n"
+        "filter_native_stderr()\n"
+        "os.write(1, b'fully_quantize: 0, inference_type: 6, input_inference_type: FLOAT32, "
+        "output_inference_type: FLOAT32\\n')\n"
+        "os.write(1, b'kept from C++\\n')\n"
+        "print('kept from Python')\n"
+        "for module in ('keras.src.export.tf2onnx_lib', 'deeplab_xception.export'):\n"
+        "    warnings.warn_explicit('In the future `np.object` will be defined', FutureWarning,\n"
+        "                           module.replace('.', '/') + '.py', 21, module=module)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True,
+                            text=True)
+    assert sorted(result.stdout.splitlines()) == ["kept from C++", "kept from Python"]
+    assert "tf2onnx_lib" not in result.stderr
+    assert "deeplab_xception/export.py:21: FutureWarning" in result.stderr
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("quiet")
