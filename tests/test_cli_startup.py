@@ -60,8 +60,8 @@ def test_name_lists_for_help_match_the_library():
 def test_native_log_lines_are_filtered_and_everything_else_passes():
     script = (
         "import os, sys\n"
-        "from deeplab_xception.cli.quiet import filter_native_stderr\n"
-        "filter_native_stderr()\n"
+        "from deeplab_xception.cli.quiet import filter_native_output\n"
+        "filter_native_output()\n"
         "for line in [b'WARNING: All log messages before absl::InitializeLog() is called are "
         "written to STDERR',\n"
         "             b'I0000 00:00:1796121837.557908    5212 devices.cc:67] Number of eligible "
@@ -82,9 +82,9 @@ def test_native_stdout_noise_and_library_deprecations_are_filtered_and_results_p
     # The quantizer's line and Keras' numpy notice, as TFLite and Keras 3.15 print them.
     script = (
         "import os, sys, warnings\n"
-        "from deeplab_xception.cli.quiet import filter_native_stderr, quiet_environment\n"
+        "from deeplab_xception.cli.quiet import filter_native_output, quiet_environment\n"
         "quiet_environment()\n"
-        "filter_native_stderr()\n"
+        "filter_native_output()\n"
         "os.write(1, b'fully_quantize: 0, inference_type: 6, input_inference_type: FLOAT32, "
         "output_inference_type: FLOAT32\\n')\n"
         "os.write(1, b'kept from C++\\n')\n"

@@ -11,7 +11,7 @@ import signal
 import sys
 
 from deeplab_xception.backend import BACKENDS, use_backend
-from deeplab_xception.cli.quiet import filter_native_stderr, quiet_environment
+from deeplab_xception.cli.quiet import filter_native_output, quiet_environment
 from deeplab_xception.errors import ClusterLost, UserError
 
 # Subcommand modules under deeplab_xception.cli, in the order `--help` lists them.
@@ -19,8 +19,8 @@ COMMANDS = ("demo", "segment", "classify", "export", "convert", "budget", "pretr
             "configs")
 
 
-def main(argv=None, filter_stderr=False):
-    """Runs one command; `filter_stderr` (the installed command) also keeps native
+def main(argv=None, filter_output=False):
+    """Runs one command; `filter_output` (the installed command) also keeps native
     libraries' log lines off the terminal unless --verbose."""
     parser = argparse.ArgumentParser(
         prog="deeplab-xception",
@@ -40,8 +40,8 @@ def main(argv=None, filter_stderr=False):
     args = parser.parse_args(argv)
     if not args.verbose:
         quiet_environment()
-        if filter_stderr:
-            filter_native_stderr()
+        if filter_output:
+            filter_native_output()
     try:
         if args.backend:
             use_backend(args.backend)
@@ -63,4 +63,4 @@ def main(argv=None, filter_stderr=False):
 
 
 def entry_point():
-    sys.exit(main(filter_stderr=True))
+    sys.exit(main(filter_output=True))

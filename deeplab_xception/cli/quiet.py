@@ -44,7 +44,7 @@ def quiet_environment():
         warnings.filterwarnings("ignore", category=category, module=LIBRARIES)
 
 
-def filter_native_stderr():
+def filter_native_output():
     """Puts descriptors 1 and 2 behind the filtering pipes (see the module docstring)."""
     sys.stdout = _filter_descriptor(1, sys.stdout, line_buffering=sys.stdout.line_buffering)
     sys.stderr = _filter_descriptor(2, sys.stderr, line_buffering=True)
