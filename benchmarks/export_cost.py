@@ -54,9 +54,12 @@ def export_cost(weights, work, fmt):
     _, status, usage = os.wait4(process.pid, 0)
     if status:
         raise SystemExit(f"export --format {fmt} failed ({status})")
-    return {"seconds": round(time.perf_counter() - start, 1),
+    cost = {"seconds": round(time.perf_counter() - start, 1),
             "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2),
             "mib": round(size_of(path) / 2**20, 1), "stages": stages}
+    print(f"  {fmt}: {cost['seconds']} s, peak RSS {cost['peak_rss_gib']} GiB, "
+          f"{cost['mib']} MiB", file=sys.stderr, flush=True)
+    return cost
 
 
 def runtimes(weights, work):
@@ -127,7 +130,8 @@ def main():
               "procedure": " ".join(PROCEDURE), "load_before": os.getloadavg()}
     if not args.skip_export:
         report["export"] = {fmt: export_cost(weights, args.work, fmt) for fmt in args.formats}
-    report["per_image"] = time_runtimes(weights, args.work, args.rounds)
+    if args.rounds:
+        report["per_image"] = time_runtimes(weights, args.work, args.rounds)
     report["load_after"] = os.getloadavg()
     text = json.dumps(report, indent=1)
     print(text)

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from deeplab_xception.errors import ArgumentError, UserError
-from deeplab_xception.inference import FrozenGraph, fold_batch_norms
+from deeplab_xception.inference import fold_batch_norms
 from deeplab_xception.io import read_image
 from deeplab_xception.layers import scale_dimension
 from deeplab_xception.precision import with_precision
@@ -144,26 +144,47 @@ def _segmenter_module(model, options, precision):
 
     logits = keras.Model(model.input, model.get_layer(model.LOGITS).output)
     network = with_precision(fold_batch_norms(logits), precision)
-    if options.format == "onnx":
-        # Weights as constants inside the loops: tf2onnx loses the shapes of variables
-        # that reach the network through two levels of loops (passes, tiles).
-        network = FrozenGraph(network)
     size_dtype = tf.float32 if options.format == "tflite" else tf.float64
-    procedure = Procedure(network, model.logits_stride, model.num_classes, options.scales,
-                          options.flip, options.tiling, size_dtype)
     labels_dtype = tf.uint8 if model.num_classes <= 256 else tf.int32
     specs = {"labels": tf.TensorSpec([None, None], labels_dtype)}
     if "probabilities" in options.outputs:
         specs["probabilities"] = tf.TensorSpec([None, None, model.num_classes],
                                                options.probabilities_dtype)
     height, width = options.image_size or (None, None)
+    image_spec = tf.TensorSpec([height, width, 3], tf.uint8, name="image")
 
-    def one(image):
-        labels, probabilities = procedure(image)
-        outputs = {"labels": tf.cast(labels, labels_dtype)}
-        if "probabilities" in specs:
-            outputs["probabilities"] = tf.cast(probabilities, options.probabilities_dtype)
-        return outputs
+    def segmenting_with(network_call):
+        procedure = Procedure(network_call, model.logits_stride, model.num_classes,
+                              options.scales, options.flip, options.tiling, size_dtype)
+
+        def one(image):
+            labels, probabilities = procedure(image)
+            outputs = {"labels": tf.cast(labels, labels_dtype)}
+            if "probabilities" in specs:
+                outputs["probabilities"] = tf.cast(probabilities, options.probabilities_dtype)
+            return outputs
+        return one
+
+    module = tf.Module()
+    if options.format == "onnx":
+        # The weights enter as inputs, made initializers once converted (`_write_onnx`):
+        # tf2onnx then converts a graph without 160 MB of constants, in a fraction of the
+        # memory, and sees their shapes inside the loops, which it does not for variables.
+        def weights_as_inputs(image, trainable, non_trainable):
+            return segmenting_with(lambda x: network.stateless_call(
+                trainable, non_trainable, x)[0])(image)
+
+        values = [[v.numpy() for v in network.trainable_variables],
+                  [v.numpy() for v in network.non_trainable_variables]]
+        weight_specs = [[tf.TensorSpec(v.shape, v.dtype, name=f"{kind}_{i}")
+                         for i, v in enumerate(group)]
+                        for kind, group in zip(("trainable", "non_trainable"), values)]
+        module.onnx_function = tf.function(weights_as_inputs,
+                                           input_signature=[image_spec, *weight_specs])
+        module.onnx_weights = {spec.name: value for group in zip(weight_specs, values)
+                               for spec, value in zip(*group)}
+        return module
+    one = segmenting_with(network)
 
     def each(images):
         return tf.map_fn(one, images, fn_output_signature=specs, parallel_iterations=1)
@@ -172,9 +193,7 @@ def _segmenter_module(model, options, precision):
         image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
         return one(tf.ensure_shape(image, [height, width, 3]))
 
-    module = tf.Module()
-    module.segment_image = tf.function(
-        one, input_signature=[tf.TensorSpec([height, width, 3], tf.uint8, name="image")])
+    module.segment_image = tf.function(one, input_signature=[image_spec])
     module.segment_images = tf.function(
         each, input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8, name="images")])
     module.serve = tf.function(
@@ -207,7 +226,7 @@ def _write(module, fmt, written, computed_in, calibration_images, image_size, pr
         progress("writing the SavedModel")
         tf.saved_model.save(module, written, signatures=signatures)
     elif fmt == "onnx":
-        _write_onnx(module.segment_image, written, progress)
+        _write_onnx(module, written, progress)
     else:
         progress("converting to TFLite")
         converter = tf.lite.TFLiteConverter.from_concrete_functions(
@@ -223,14 +242,36 @@ def _write(module, fmt, written, computed_in, calibration_images, image_size, pr
             f.write(flatbuffer)
 
 
-def _write_onnx(function, written, progress):
+def _write_onnx(module, written, progress):
+    import onnx
     import tf2onnx
     from keras.src.export.tf2onnx_lib import patch_tf2onnx  # tf2onnx under numpy 2
 
     patch_tf2onnx()
-    progress("converting to ONNX")
-    tf2onnx.convert.from_function(function, function.input_signature, opset=ONNX_OPSET,
-                                  output_path=written)
+    progress("converting to ONNX (the graph, weights as inputs)")
+    function = module.onnx_function
+    proto, _ = tf2onnx.convert.from_function(function, function.input_signature,
+                                             opset=ONNX_OPSET)
+    progress("making the weights initializers")
+    weights, used = module.onnx_weights, _names_read(proto.graph)
+    for graph_input in [i for i in proto.graph.input if i.name in weights]:
+        proto.graph.input.remove(graph_input)
+        if graph_input.name in used:
+            proto.graph.initializer.append(
+                onnx.numpy_helper.from_array(weights[graph_input.name], graph_input.name))
+    progress("writing the ONNX file")
+    onnx.save(proto, written)
+
+
+def _names_read(graph):
+    """The tensor names that the nodes of an ONNX graph and of its subgraphs (loop bodies) read."""
+    names = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attribute in node.attribute:
+            for subgraph in [attribute.g, *attribute.graphs]:
+                names |= _names_read(subgraph)
+    return names
 
 
 def export(model, path, fmt, options=None, precision="float32", quantize=None,
