@@ -35,7 +35,6 @@ OUTPUTS = ("labels", "probabilities")
 PROBABILITIES_DTYPES = ("float32", "float16")
 EXPORT_PRECISIONS = ("float32", "bfloat16")
 ONNX_OPSET = 17
-SERVING_SIGNATURES = {"serving_default": "image_bytes", "segment_images": "images"}
 
 
 def export_precision(fmt, precision="float32", quantize=None):
@@ -105,8 +104,10 @@ class ExportOptions:
         """One line: what a call of the exported file does."""
         size = "x".join(map(str, self.image_size)) if self.image_size else "any size"
         tile = self.tiling.tile
-        tiles = {"auto": "tiles above 1025x2049", None: "whole"}.get(
-            tile, f"tiles of {tile[0]}x{tile[1]}" if isinstance(tile, tuple) else tile)
+        if isinstance(tile, tuple):
+            tiles = f"tiles of {tile[0]}x{tile[1]}"
+        else:
+            tiles = "tiles above 1025x2049" if tile == "auto" else "whole"
         outputs = " and ".join(self.outputs)
         if "probabilities" in self.outputs:
             outputs += f" ({self.probabilities_dtype})"
@@ -137,7 +138,8 @@ def check_request(options, precision="float32", quantize=None, calibration_image
 def _segmenter_module(model, options, precision):
     """A tf.Module whose functions run the procedure: `segment_image` (one uint8 H x W x 3),
     `segment_images` (N of one size), `serve` (N encoded images of one size), each
-    returning {"labels": uint8 or int32, "probabilities": ...}. Holds each weight once."""
+    returning {"labels": uint8 or int32, "probabilities": ...}; it holds each weight once.
+    For ONNX, `onnx_function` instead, with the weights as arguments (`onnx_weights`)."""
     import tensorflow as tf
 
     from deeplab_xception.export_procedure import Procedure
@@ -253,14 +255,50 @@ def _write_onnx(module, written, progress):
     proto, _ = tf2onnx.convert.from_function(function, function.input_signature,
                                              opset=ONNX_OPSET)
     progress("making the weights initializers")
-    weights, used = module.onnx_weights, _names_read(proto.graph)
+    weights = module.onnx_weights
     for graph_input in [i for i in proto.graph.input if i.name in weights]:
         proto.graph.input.remove(graph_input)
-        if graph_input.name in used:
-            proto.graph.initializer.append(
-                onnx.numpy_helper.from_array(weights[graph_input.name], graph_input.name))
+    _fold_weight_layouts(proto.graph, weights)
     progress("writing the ONNX file")
     onnx.save(proto, written)
+
+
+# What tf2onnx puts between a weight and its conv (HWIO to OIHW, depthwise regrouping):
+# ops onnxruntime does not fold inside loop bodies, so each tile would redo them.
+LAYOUT_OPS = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Cast"}
+
+
+def _fold_weight_layouts(graph, weights):
+    """Makes `weights` ({name: array}) initializers of the ONNX `graph`, with the layout ops
+    that read only weights and constants (in the graph and its loop bodies) computed
+    once here by onnx's reference evaluator; keeps only the values some node still reads."""
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    values, constant_nodes = dict(weights), set()
+
+    def fold(subgraph):
+        folded = []
+        for node in subgraph.node:
+            if node.op_type == "Constant":  # kept, and read as a value here
+                values[node.output[0]] = ReferenceEvaluator(node).run(None, {})[0]
+                constant_nodes.add(node.output[0])
+            if node.op_type in LAYOUT_OPS and all(name in values for name in node.input if name):
+                outputs = ReferenceEvaluator(node).run(
+                    None, {name: values[name] for name in node.input if name})
+                values.update(zip(node.output, outputs))
+                folded.append(node)
+                continue
+            for attribute in node.attribute:
+                for body in [attribute.g, *attribute.graphs]:
+                    fold(body)
+        for node in folded:
+            subgraph.node.remove(node)
+
+    fold(graph)
+    given = {tensor.name for tensor in graph.initializer} | constant_nodes
+    graph.initializer.extend(numpy_helper.from_array(values[name], name)
+                             for name in sorted(_names_read(graph) & values.keys() - given))
 
 
 def _names_read(graph):
