@@ -25,8 +25,8 @@ from deeplab_xception.export import export  # noqa: E402
 from deeplab_xception.inference import Segmenter  # noqa: E402
 from deeplab_xception.preprocessing import IGNORE_LABEL  # noqa: E402
 from deeplab_xception.io import write_json  # noqa: E402
-from segment.datasets import load_dataset  # noqa: E402
-from segment.evaluate import summarize  # noqa: E402
+from deeplab_xception.segment.datasets import load_dataset  # noqa: E402
+from deeplab_xception.segment.evaluate import summarize  # noqa: E402
 
 MULTI_SCALE = (0.75, 1.0, 1.25)
 

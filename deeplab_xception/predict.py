@@ -109,9 +109,9 @@ def class_table(dataset, classes_file, num_classes, weights):
     """(class names, palette) from --dataset or --classes; by default the class list kept
     beside a .keras `weights` file, else the dataset with `num_classes` classes, else
     numbered classes in VOC's color map."""
-    from segment.datasets import FORMATS
-    from segment.datasets.base import bit_palette
-    from segment.datasets.generic import read_class_list
+    from deeplab_xception.segment.datasets import FORMATS
+    from deeplab_xception.segment.datasets.base import bit_palette
+    from deeplab_xception.segment.datasets.generic import read_class_list
 
     beside = class_list_beside(weights)
     if not (classes_file or dataset) and str(weights).endswith(".keras") and os.path.isfile(beside):

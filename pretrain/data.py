@@ -10,7 +10,7 @@ import os
 import tensorflow as tf
 
 from deeplab_xception.errors import UserError
-from pretrain import preprocessing
+from deeplab_xception.pretrain import preprocessing
 
 FEATURES = {
     "image/encoded": tf.io.FixedLenFeature([], tf.string),

@@ -20,7 +20,7 @@ from deeplab_xception.preprocessing import IGNORE_LABEL, MEAN_PIXEL
 from deeplab_xception.io import atomic_path, write_json
 from deeplab_xception.models import with_output_stride
 from deeplab_xception.precision import resolve_precision
-from segment import pipeline
+from deeplab_xception.segment import pipeline
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from deeplab_xception.errors import UserError
-from segment import augment, records
+from deeplab_xception.segment import augment, records
 
 SHUFFLE_BUFFER = 1000
 OUT_OF_RANGE = "is out of range for"

@@ -15,8 +15,8 @@ from deeplab_xception.predict import class_table, read_batches
 from deeplab_xception.inference import Segmenter
 from deeplab_xception.io import read_image
 from deeplab_xception.visualize import MIN_DISPLAY_SIZE, blend, enlarge_for_display, overlay
-from segment.datasets import cityscapes, voc
-from segment.datasets.base import bit_palette
+from deeplab_xception.segment.datasets import cityscapes, voc
+from deeplab_xception.segment.datasets.base import bit_palette
 
 EXIF_ORIENTATION = 0x0112
 

@@ -45,7 +45,7 @@ def test_name_lists_for_help_match_the_library():
     from deeplab_xception.export import FORMATS as EXPORT_FORMATS
     from deeplab_xception.models import KINDS
     from deeplab_xception.precision import PRECISIONS
-    from segment.datasets import FORMATS
+    from deeplab_xception.segment.datasets import FORMATS
 
     assert options.KINDS == KINDS
     assert options.DATASET_FORMATS == tuple(sorted(FORMATS))

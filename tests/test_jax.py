@@ -24,7 +24,7 @@ from deeplab_xception.errors import UserError
 from deeplab_xception.tiling import Tiling
 from deeplab_xception.weights import checkpoint
 from helpers import randomize_weights
-from segment.synthetic import CLASSES, write_synthetic_dataset
+from deeplab_xception.segment.synthetic import CLASSES, write_synthetic_dataset
 
 # Runs each argv (a JSON list) through the CLI; prints per run its exit status, output,
 # whether TensorFlow was imported by then, and the (shape, precision) of every program

@@ -8,7 +8,7 @@ from deeplab_xception.preprocessing import (
     CENTRAL_FRACTION, CLASSIFIER_IMAGE_SIZE, MEAN_PIXEL, classifier_eval_array, preprocess,
     preprocess_array)
 from helpers import central_crop_resized
-from pretrain.preprocessing import classifier_eval_image
+from deeplab_xception.pretrain.preprocessing import classifier_eval_image
 
 
 def test_value_range_is_minus_one_to_one_with_the_mean_pixel_at_zero():

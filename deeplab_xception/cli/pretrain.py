@@ -41,7 +41,7 @@ def _child_command(args):
 
 def run(args):
     from deeplab_xception.config import load_config
-    from pretrain.config import PretrainConfig
+    from deeplab_xception.pretrain.config import PretrainConfig
 
     config = load_config(PretrainConfig, args.config, args.overrides)
     config.trainer.validate()
@@ -59,7 +59,7 @@ def run(args):
     if args.role == "evaluator":
         os.environ["TF_CONFIG"] = '{"task": {"type": "evaluator", "index": 0}}'
     from deeplab_xception.training import prepare, train
-    from pretrain.task import ClassificationTask
+    from deeplab_xception.pretrain.task import ClassificationTask
 
     prepare(config.trainer)
     train(ClassificationTask(config), config.trainer)
@@ -70,7 +70,7 @@ def _write_synthetic(config):
     """The learnable synthetic set at `data.train`'s folder, unless already there."""
     import glob
 
-    from pretrain import synthetic
+    from deeplab_xception.pretrain import synthetic
 
     directory = os.path.dirname(config.data.train)
     if glob.glob(config.data.train):

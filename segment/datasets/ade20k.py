@@ -12,7 +12,7 @@ import os
 
 from deeplab_xception.errors import UserError
 from deeplab_xception.preprocessing import IGNORE_LABEL
-from segment.datasets.base import Example, SegmentationSet, train_id_table
+from deeplab_xception.segment.datasets.base import Example, SegmentationSet, train_id_table
 
 CLASSES = (
     "other", "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane",

@@ -12,7 +12,7 @@ import numpy as np
 
 from deeplab_xception.errors import UserError
 from deeplab_xception.preprocessing import IGNORE_LABEL
-from segment.datasets.base import Example, SegmentationSet, train_id_table
+from deeplab_xception.segment.datasets.base import Example, SegmentationSet, train_id_table
 
 # (train class, its label id in *_labelIds.png, color) for the 19 evaluated classes.
 TRAIN_CLASSES = (

@@ -15,7 +15,7 @@ from pycocotools.coco import COCO
 
 from deeplab_xception.errors import UserError
 from deeplab_xception.preprocessing import IGNORE_LABEL
-from segment.datasets.base import Example, SegmentationSet, bit_palette
+from deeplab_xception.segment.datasets.base import Example, SegmentationSet, bit_palette
 
 
 def _read_annotations(path):

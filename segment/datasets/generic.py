@@ -9,7 +9,7 @@ spaces), and <split>.txt listing the names of a split.
 import os
 
 from deeplab_xception.errors import UserError
-from segment.datasets.base import Example, SegmentationSet, bit_palette, read_split_file
+from deeplab_xception.segment.datasets.base import Example, SegmentationSet, bit_palette, read_split_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 

@@ -8,7 +8,7 @@ split reads SegmentationClassAug/<name>.png (8-bit index PNGs), as DeepLab does.
 
 import os
 
-from segment.datasets.base import Example, SegmentationSet, bit_palette, read_split_file
+from deeplab_xception.segment.datasets.base import Example, SegmentationSet, bit_palette, read_split_file
 
 CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
