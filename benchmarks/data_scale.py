@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from deeplab_xception.segment.datasets.base import bit_palette  # noqa: E402
+from deeplab_xception.data.classes import bit_palette  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYOUTS = {"voc": ((375, 500), ".jpg"), "cityscapes": ((1024, 2048), ".png")}

@@ -36,10 +36,15 @@ def is_jax():
     return keras.backend.backend() == "jax"
 
 
+def default_cache_dir():
+    """$DEEPLAB_XCEPTION_CACHE, else deeplab_xception/ under the Keras cache (~/.keras)."""
+    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    return os.environ.get("DEEPLAB_XCEPTION_CACHE") or os.path.join(keras_home, "deeplab_xception")
+
+
 def compilation_cache_dir():
     """Where JAX keeps compiled programs between runs: $DEEPLAB_XCEPTION_JAX_CACHE, else
     jax_compilation_cache/ in the package's cache folder; None when that variable is "off"."""
-    from deeplab_xception.weights.sources import default_cache_dir
 
     chosen = os.environ.get(COMPILATION_CACHE_VARIABLE)
     if chosen and chosen.lower() == "off":

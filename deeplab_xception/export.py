@@ -21,10 +21,10 @@ import numpy as np
 from keras import ops
 
 from deeplab_xception.errors import UserError
-from deeplab_xception.inference import fold_batch_norms
+from deeplab_xception.runtime.inference import fold_batch_norms
 from deeplab_xception.io import read_image
-from deeplab_xception.precision import resolve_precision, with_precision
-from deeplab_xception.preprocessing import preprocess
+from deeplab_xception.runtime.precision import resolve_precision, with_precision
+from deeplab_xception.data.preprocessing import preprocess
 
 FORMATS = {"saved_model": "tf_saved_model", "tflite": "litert", "onnx": "onnx"}
 SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}  # Keras' LiteRT exporter insists on its own

@@ -7,11 +7,11 @@ trainer; TensorFlow is imported only by the former.
 
 import keras
 
-from deeplab_xception.deeplab import DeepLabV3Plus
+from deeplab_xception.models.deeplab import DeepLabV3Plus
 from deeplab_xception.errors import UserError
-from deeplab_xception.layers import configure_batch_norms
+from deeplab_xception.models.layers import configure_batch_norms
 from deeplab_xception.models import build_model
-from deeplab_xception.preprocessing import IGNORE_LABEL
+from deeplab_xception.data.preprocessing import IGNORE_LABEL
 from deeplab_xception.training import WarmStart
 from deeplab_xception.segment import synthetic
 from deeplab_xception.segment.datasets import load_dataset

@@ -7,10 +7,10 @@ import matplotlib.image
 import pytest
 
 from deeplab_xception import build_model
-from deeplab_xception.budget import SECTIONS, budget, count_multiply_adds
+from deeplab_xception.runtime.budget import SECTIONS, budget, count_multiply_adds
 from deeplab_xception.cli import main
 from deeplab_xception.errors import UserError
-from deeplab_xception.layers import scale_dimension
+from deeplab_xception.models.layers import scale_dimension
 from helpers import profiled_multiply_adds
 
 # DeepLabv3+ paper, Table 5: xception_65, 513x513, 21 classes, single scale.

@@ -11,12 +11,12 @@ from PIL import Image
 
 from deeplab_xception import build_model, inference
 from deeplab_xception.cli import main
-from deeplab_xception.predict import class_table, read_batches
-from deeplab_xception.inference import Segmenter
+from deeplab_xception.runtime.predict import class_table, read_batches
+from deeplab_xception.runtime.inference import Segmenter
 from deeplab_xception.io import read_image
-from deeplab_xception.visualize import MIN_DISPLAY_SIZE, blend, enlarge_for_display, overlay
+from deeplab_xception.runtime.visualize import MIN_DISPLAY_SIZE, blend, enlarge_for_display, overlay
 from deeplab_xception.segment.datasets import cityscapes, voc
-from deeplab_xception.segment.datasets.base import bit_palette
+from deeplab_xception.data.classes import bit_palette
 
 EXIF_ORIENTATION = 0x0112
 

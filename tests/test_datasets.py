@@ -14,7 +14,7 @@ from deeplab_xception.errors import UserError
 from deeplab_xception.io import read_image, write_image
 from deeplab_xception.segment import augment, convert, pipeline, records
 from deeplab_xception.segment.datasets import ade20k, base, cityscapes, load_dataset, voc
-from deeplab_xception.segment.datasets.generic import read_class_list, write_class_list
+from deeplab_xception.data.classes import read_class_list, write_class_list
 from deeplab_xception.segment.synthetic import write_synthetic_dataset
 
 RNG = np.random.default_rng(0)

@@ -21,7 +21,7 @@ from deeplab_xception import build_model
 from deeplab_xception.backend import COMPILATION_CACHE_VARIABLE, compilation_cache_dir
 from deeplab_xception.cli import main
 from deeplab_xception.errors import UserError
-from deeplab_xception.tiling import Tiling
+from deeplab_xception.runtime.tiling import Tiling
 from deeplab_xception.weights import checkpoint
 from helpers import randomize_weights
 from deeplab_xception.segment.synthetic import CLASSES, write_synthetic_dataset
@@ -31,7 +31,7 @@ from deeplab_xception.segment.synthetic import CLASSES, write_synthetic_dataset
 # that the JAX inference functions compiled.
 DRIVER = r"""
 import contextlib, io, json, sys
-from deeplab_xception import inference
+from deeplab_xception.runtime import inference
 from deeplab_xception.cli import main
 
 functions = []

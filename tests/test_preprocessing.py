@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from deeplab_xception.preprocessing import (
+from deeplab_xception.data.preprocessing import (
     CENTRAL_FRACTION, CLASSIFIER_IMAGE_SIZE, MEAN_PIXEL, classifier_eval_array, preprocess,
     preprocess_array)
 from helpers import central_crop_resized

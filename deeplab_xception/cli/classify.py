@@ -34,8 +34,8 @@ def crops(paths, size, central_fraction, failed, max_pixels=DEFAULT_MAX_PIXELS):
     files of more than `max_pixels`, go to `failed(message)`."""
     import numpy as np
 
-    from deeplab_xception.predict import read_within_limit
-    from deeplab_xception.preprocessing import classifier_eval_array
+    from deeplab_xception.runtime.predict import read_within_limit
+    from deeplab_xception.data.preprocessing import classifier_eval_array
 
     batch = []
     for path in paths:
@@ -59,10 +59,10 @@ def report(message):
 def run(args):
     import numpy as np
 
-    from deeplab_xception.classifier import XceptionClassifier
-    from deeplab_xception.inference import compiled_call
-    from deeplab_xception.preprocessing import CENTRAL_FRACTION, CLASSIFIER_IMAGE_SIZE
-    from deeplab_xception.tiling import softmax
+    from deeplab_xception.models.classifier import XceptionClassifier
+    from deeplab_xception.runtime.inference import compiled_call
+    from deeplab_xception.data.preprocessing import CENTRAL_FRACTION, CLASSIFIER_IMAGE_SIZE
+    from deeplab_xception.runtime.tiling import softmax
     from deeplab_xception.weights import load_model
 
     if args.top_k < 1:

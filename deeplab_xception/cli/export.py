@@ -6,7 +6,7 @@ from deeplab_xception.errors import UserError
 
 def calibration_images(spec):
     """The image paths under --calibration-images (a directory or glob pattern), or ()."""
-    from deeplab_xception.predict import find_images
+    from deeplab_xception.runtime.predict import find_images
 
     if spec is None:
         return ()
@@ -18,7 +18,7 @@ def calibration_images(spec):
 
 def run(args):
     from deeplab_xception.export import check_target, export, export_precision, require_modules
-    from deeplab_xception.predict import load_segmentation_model
+    from deeplab_xception.runtime.predict import load_segmentation_model
 
     check_target(args.output, args.format, args.overwrite)  # before the minutes of loading
     require_modules(args.format)

@@ -10,11 +10,12 @@ import os
 
 import numpy as np
 
-from deeplab_xception.deeplab import DeepLabV3Plus
+from deeplab_xception.data.classes import NAMED, bit_palette, read_class_list
+from deeplab_xception.models.deeplab import DeepLabV3Plus
 from deeplab_xception.errors import UserError
-from deeplab_xception.inference import DEFAULT_MAX_PIXELS, pixel_limit_problem
+from deeplab_xception.runtime.inference import DEFAULT_MAX_PIXELS, pixel_limit_problem
 from deeplab_xception.io import image_size, open_npy, read_image, write_image, write_json
-from deeplab_xception.visualize import class_fractions, overlay, write_label_png
+from deeplab_xception.runtime.visualize import class_fractions, overlay, write_label_png
 from deeplab_xception.weights import load_model
 
 # Extensions taken from directories and glob patterns; files named one by one may have any.
@@ -109,10 +110,6 @@ def class_table(dataset, classes_file, num_classes, weights):
     """(class names, palette) from --dataset or --classes; by default the class list kept
     beside a .keras `weights` file, else the dataset with `num_classes` classes, else
     numbered classes in VOC's color map."""
-    from deeplab_xception.segment.datasets import FORMATS
-    from deeplab_xception.segment.datasets.base import bit_palette
-    from deeplab_xception.segment.datasets.generic import read_class_list
-
     beside = class_list_beside(weights)
     if not (classes_file or dataset) and str(weights).endswith(".keras") and os.path.isfile(beside):
         classes_file = beside
@@ -121,20 +118,14 @@ def class_table(dataset, classes_file, num_classes, weights):
         source = classes_file
     else:
         if dataset is None:
-            dataset = next((name for name, module in named_datasets(FORMATS).items()
-                            if len(module.CLASSES) == num_classes), None)
+            dataset = next((name for name, (listed, _) in NAMED.items() if len(listed) == num_classes), None)
         if dataset is None:
             return [f"class {i}" for i in range(num_classes)], bit_palette(num_classes)
-        names, palette = FORMATS[dataset].CLASSES, FORMATS[dataset].PALETTE
+        names, palette = NAMED[dataset]
         source = f"--dataset {dataset}"
     if len(names) != num_classes:
         raise UserError(f"{source}: has {len(names)} classes but {weights} predicts {num_classes}")
     return list(names), np.asarray(palette, np.uint8)
-
-
-def named_datasets(formats):
-    """The dataset formats with a fixed class list."""
-    return {name: module for name, module in formats.items() if hasattr(module, "CLASSES")}
 
 
 def read_within_limit(path, scales=(1.0,), max_pixels=DEFAULT_MAX_PIXELS):

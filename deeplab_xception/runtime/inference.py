@@ -8,12 +8,12 @@ import numpy as np
 from keras import ops
 
 from deeplab_xception.backend import enable_compilation_cache
-from deeplab_xception.depthwise import with_shifted_depthwise
+from deeplab_xception.models.depthwise import with_shifted_depthwise
 from deeplab_xception.errors import ArgumentError, UserError
-from deeplab_xception.layers import scale_dimension
-from deeplab_xception.precision import positions_per_call, resolve_precision, with_precision
-from deeplab_xception.preprocessing import preprocess_array
-from deeplab_xception.tiling import DEFAULT_OVERLAP, Pass, ScaledImages, Tiling
+from deeplab_xception.models.layers import scale_dimension
+from deeplab_xception.runtime.precision import positions_per_call, resolve_precision, with_precision
+from deeplab_xception.data.preprocessing import preprocess_array
+from deeplab_xception.runtime.tiling import DEFAULT_OVERLAP, Pass, ScaledImages, Tiling
 
 DEFAULT_MAX_PIXELS = 100_000_000
 BAND_VALUES = 1 << 22  # probabilities are computed in blocks of rows of about this many values
@@ -262,7 +262,7 @@ class JaxFunction:
 def compiled_call(model, precision="float32", fold_after_pixels=FOLD_AFTER_PIXELS,
                   freeze_after_pixels=None, output_stride=None):
     """`model` as one inference function for every input size, computing in `precision`
-    ("float32", "bfloat16" or "auto", see deeplab_xception.precision); its `precisions`
+    ("float32", "bfloat16" or "auto", see deeplab_xception.runtime.precision); its `precisions`
     say what ran. On TensorFlow an InferenceFunction (thresholds 0: folded and frozen
     from the start, as benchmarks want); reduced precisions fold first (in float32,
     before the cast), as the cast rebuilds the model anyway. On JAX a JaxFunction,

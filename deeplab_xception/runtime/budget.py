@@ -33,13 +33,13 @@ import keras
 import numpy as np
 from keras import layers
 
-from deeplab_xception.backbones import BACKBONES, reachable_output_strides
+from deeplab_xception.models.backbones import BACKBONES, reachable_output_strides
 from deeplab_xception.errors import ArgumentError, UserError
-from deeplab_xception.inference import compiled_call
+from deeplab_xception.runtime.inference import compiled_call
 from deeplab_xception.io import atomic_path
-from deeplab_xception.layers import scale_dimension, weights_to_come
+from deeplab_xception.models.layers import scale_dimension, weights_to_come
 from deeplab_xception.models import KINDS, build_model
-from deeplab_xception.precision import resolve_precision
+from deeplab_xception.runtime.precision import resolve_precision
 
 COUNTED_LAYERS = (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D, layers.Dense)
 # The breakdown's order: the `section` tags the builders put on layers.

@@ -5,9 +5,9 @@ import dataclasses
 import keras
 from keras import layers
 
-from deeplab_xception.backbones.base import Backbone
-from deeplab_xception.backbones.specs import DEPTHWISE_LAYOUTS, VARIANTS
-from deeplab_xception.layers import (
+from deeplab_xception.models.backbones.base import Backbone
+from deeplab_xception.models.backbones.specs import DEPTHWISE_LAYOUTS, VARIANTS
+from deeplab_xception.models.layers import (
     BACKBONE_EPSILON, BATCH_NORM_MOMENTUM, dtype_policy_name, fixed_padding, tag_section,
     truncated_normal)
 
