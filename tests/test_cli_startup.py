@@ -42,7 +42,7 @@ def test_name_lists_for_help_match_the_library():
     from deeplab_xception.cli import options
     from deeplab_xception.runtime.inference import DEFAULT_MAX_PIXELS
     from deeplab_xception.data.classes import NAMED
-    from deeplab_xception.export import FORMATS as EXPORT_FORMATS
+    from deeplab_xception.runtime.export import FORMATS as EXPORT_FORMATS
     from deeplab_xception.models import KINDS
     from deeplab_xception.runtime.precision import PRECISIONS
     from deeplab_xception.segment.datasets import FORMATS
@@ -90,14 +90,14 @@ def test_native_stdout_noise_and_library_deprecations_are_filtered_and_results_p
         "output_inference_type: FLOAT32\\n')\n"
         "os.write(1, b'kept from C++\\n')\n"
         "print('kept from Python')\n"
-        "for module in ('keras.src.export.tf2onnx_lib', 'deeplab_xception.export'):\n"
+        "for module in ('keras.src.export.tf2onnx_lib', 'deeplab_xception.runtime.export'):\n"
         "    warnings.warn_explicit('In the future `np.object` will be defined', FutureWarning,\n"
         "                           module.replace('.', '/') + '.py', 21, module=module)\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True,
                             text=True)
     assert sorted(result.stdout.splitlines()) == ["kept from C++", "kept from Python"]
     assert "tf2onnx_lib" not in result.stderr
-    assert "deeplab_xception/export.py:21: FutureWarning" in result.stderr
+    assert "deeplab_xception/runtime/export.py:21: FutureWarning" in result.stderr
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from deeplab_xception import build_model
 from deeplab_xception.errors import UserError
-from deeplab_xception.export import export, is_previous_export, serving_model
+from deeplab_xception.runtime.export import export, is_previous_export, serving_model
 from deeplab_xception.runtime.inference import Segmenter
 from helpers import randomize_weights
 

@@ -17,7 +17,7 @@ def calibration_images(spec):
 
 
 def run(args):
-    from deeplab_xception.export import check_target, export, export_precision, require_modules
+    from deeplab_xception.runtime.export import check_target, export, export_precision, require_modules
     from deeplab_xception.runtime.predict import load_segmentation_model
 
     check_target(args.output, args.format, args.overwrite)  # before the minutes of loading
