@@ -9,7 +9,8 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from deeplab_xception import build_model, inference
+from deeplab_xception import build_model
+from deeplab_xception.runtime import inference
 from deeplab_xception.cli import main
 from deeplab_xception.runtime.predict import class_table, read_batches
 from deeplab_xception.runtime.inference import Segmenter
