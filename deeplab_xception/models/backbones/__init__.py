@@ -1,4 +1,4 @@
-from deeplab_xception.models.backbones.base import Backbone, ConfigModel, copy_weights_by_name
+from deeplab_xception.models.backbones.base import Backbone, ConfigModel, check_output_stride, copy_weights_by_name
 from deeplab_xception.models.backbones.registry import (
     BACKBONES, build_backbone, reachable_output_strides, register_backbone)
 from deeplab_xception.models.backbones.specs import (
