@@ -10,7 +10,7 @@ hides the GPUs from it first.
 import os
 import sys
 
-from deeplab_xception.errors import UserError
+from deeplab_xception.errors import ArgumentError
 
 BACKENDS = ("tensorflow", "jax")
 # Set to a folder to keep JAX's compiled programs there, or to "off" to keep none.
@@ -20,12 +20,13 @@ COMPILATION_CACHE_VARIABLE = "DEEPLAB_XCEPTION_JAX_CACHE"
 def use_backend(name):
     """Makes `name` Keras' backend; it must be set before Keras is first imported."""
     if name not in BACKENDS:
-        raise UserError(f"--backend: {name!r} is not one of {', '.join(BACKENDS)}")
+        raise ArgumentError("backend", f"{name!r} is not one of {', '.join(BACKENDS)}")
     if "keras" in sys.modules:
         import keras
 
         if keras.backend.backend() != name:
-            raise UserError(f"--backend {name}: Keras already runs on {keras.backend.backend()}")
+            raise ArgumentError("backend", f"{{argument}} {name}: Keras already runs on "
+                                           f"{keras.backend.backend()}")
         return
     os.environ["KERAS_BACKEND"] = name
 

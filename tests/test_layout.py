@@ -3,6 +3,7 @@ read from the source with `ast`, so a new module cannot reach up unnoticed."""
 
 import ast
 import pathlib
+import re
 
 REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
 # Bottom to top; folders on one floor do not import each other. The package's own top-level
@@ -62,3 +63,33 @@ def test_nothing_imports_upward_or_sideways():
         if mine != theirs and FLOOR[theirs] >= FLOOR[mine]:
             upward.append(f"{path}: {mine or 'ground'} imports {imported}")
     assert upward == []
+
+
+# Modules outside cli/ that still name flags, each until its pending change lands: export is
+# being rewritten with its own errors, and the TFRecord converter is a second argparse entry
+# point that is to move into the one CLI.
+FLAGS_PENDING = {"deeplab_xception/runtime/export.py", "segment/convert.py"}
+
+
+def _strings(tree):
+    """Every string constant of a module but its docstrings, with its line."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            yield node.lineno, node.value
+
+
+def test_only_the_cli_names_flags():
+    """Library errors name API arguments (ArgumentError); the CLI maps them to its flags."""
+    flag = re.compile(r"(?<![\w-])--[a-z]")
+    found = []
+    for root in SOURCES.values():
+        for path in sorted(root.rglob("*.py")):
+            name = path.relative_to(REPOSITORY).as_posix()
+            if name.startswith("deeplab_xception/cli/") or name in FLAGS_PENDING:
+                continue
+            found += [f"{name}:{line}: {text!r}" for line, text in _strings(ast.parse(path.read_text()))
+                      if flag.search(text)]
+    assert found == []

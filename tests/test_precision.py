@@ -39,7 +39,7 @@ def test_auto_is_bfloat16_only_where_the_cpu_has_it(tmp_path, cpuinfo, native):
 
 def test_unreadable_cpuinfo_means_float32(tmp_path):
     assert resolve_precision("auto", tmp_path / "missing") == "float32"
-    with pytest.raises(UserError, match="--precision: 'float16' is not one of auto"):
+    with pytest.raises(UserError, match="^precision: 'float16' is not one of auto"):
         resolve_precision("float16")
 
 

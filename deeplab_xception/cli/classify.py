@@ -3,10 +3,11 @@
 import json
 import sys
 
-from deeplab_xception.cli.options import DEFAULT_MAX_PIXELS, add_max_pixels_option
+from deeplab_xception.cli.options import DEFAULT_MAX_PIXELS, add_max_pixels_option, flag_message
 from deeplab_xception.errors import UserError
 
 BATCH_SIZE = 8  # images read, cropped and classified together; only these are held
+FLAGS = {"max_pixels": "--max-pixels"}
 
 
 def top_k(probabilities, k):
@@ -43,7 +44,7 @@ def crops(paths, size, central_fraction, failed, max_pixels=DEFAULT_MAX_PIXELS):
             image = read_within_limit(path, max_pixels=max_pixels)
             batch.append((path, classifier_eval_array(image, size, central_fraction)))
         except UserError as e:
-            failed(str(e))
+            failed(flag_message(e, FLAGS))
             continue
         if len(batch) == BATCH_SIZE:
             yield [p for p, _ in batch], np.stack([c for _, c in batch])

@@ -2,6 +2,9 @@
 
 from deeplab_xception.cli.options import DATASET_FORMATS, add_eval_options, add_precision_option
 
+FLAGS = {"output_dir": "--output-dir", "scales": "--scales", "precision": "--precision",
+         "output_stride": "--output-stride"}
+
 
 def register(subparsers):
     parser = subparsers.add_parser(

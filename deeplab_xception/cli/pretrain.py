@@ -9,6 +9,8 @@ import sys
 
 from deeplab_xception.errors import UserError
 
+FLAGS = {"cluster": "--local-cluster"}
+
 
 def register(subparsers):
     parser = subparsers.add_parser(
@@ -47,6 +49,10 @@ def run(args):
     config.trainer.validate()
     if config.data.synthetic:
         _write_synthetic(config)
+    if (config.trainer.strategy == "parameter_server" and not args.local_cluster
+            and not os.environ.get("TF_CONFIG") and args.role != "evaluator"):
+        raise UserError("strategy parameter_server: TF_CONFIG must list ps and worker tasks "
+                        "(or use --local-cluster workers=N,ps=M)")
     if args.local_cluster:
         from deeplab_xception.training import launcher
 

@@ -3,9 +3,12 @@
 import os
 import sys
 
-from deeplab_xception.cli.options import (NAMED_DATASETS, add_eval_options,
-                                          add_max_pixels_option, add_precision_option)
+from deeplab_xception.cli.options import (NAMED_DATASETS, add_eval_options, add_max_pixels_option,
+                                          add_precision_option, flag_message)
 from deeplab_xception.errors import UserError
+
+FLAGS = {"output_dir": "--output-dir", "dataset": "--dataset", "max_pixels": "--max-pixels",
+         "scales": "--scales", "precision": "--precision", "output_stride": "--output-stride"}
 
 
 def report(message):
@@ -45,7 +48,8 @@ def run(args):
                           max_pixels=args.max_pixels, precision=args.precision)
     done = 0
     with tqdm(total=len(images), unit="image", disable=len(images) < 2 or None) as progress:
-        def unreadable(message):
+        def unreadable(error):
+            message = flag_message(error, FLAGS)
             failed.append(message)
             report(message)
             progress.update()
