@@ -39,7 +39,6 @@ setup(
     extras_require={
         "export": EXPORT,
         "runtimes": RUNTIMES,
-        "model-garden": ["tf-models-official==2.20.*"],
         # Fine-tuning on the JAX backend (CPU jax here; a GPU machine installs its CUDA wheel).
         "jax": ["jax", "tensorboard"],
         "test": ["pytest", "jax[cpu]", "scikit-image", "tensorflow-datasets", *EXPORT, *RUNTIMES],

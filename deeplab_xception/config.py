@@ -135,7 +135,3 @@ def _validate(config, source, where=""):
         value = getattr(config, field.name)
         if dataclasses.is_dataclass(value):
             _validate(value, source, f"{where}{field.name}.")
-
-
-def to_dict(config):
-    return dataclasses.asdict(config)

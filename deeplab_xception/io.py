@@ -154,12 +154,6 @@ def write_image(path, image):
         encoded.tofile(tmp)
 
 
-def save_npy(path, array):
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-
-
 @contextlib.contextmanager
 def open_npy(path, shape, dtype=np.float32):
     """A memory-mapped .npy array of `shape` to fill in, so a large array never has to fit in
