@@ -204,18 +204,6 @@ def test_segmenter_is_exported_and_names_a_batch_it_cannot_take(tiny_model_file)
     assert segmenter.labels(image[None]).shape == (1, 41, 53)
 
 
-def test_multiscale_flip_averages_every_pass(tiny_model_file):
-    model, _ = tiny_model_file
-    images = np.random.default_rng(0).integers(0, 256, (1, 41, 53, 3)).astype("uint8")
-    both = Segmenter(model, scales=(0.5, 1.0), flip=True).probabilities(images)
-    parts = [Segmenter(model, scales=(s,)).probabilities(im)
-             for s in (0.5, 1.0) for im in (images, images[:, :, ::-1])]
-    parts = [p if i % 2 == 0 else p[:, :, ::-1] for i, p in enumerate(parts)]
-    np.testing.assert_allclose(both, np.mean(parts, axis=0), atol=1e-5)
-    assert both.shape == (1, 41, 53, 4)
-    np.testing.assert_allclose(both.sum(-1), 1.0, atol=1e-5)
-
-
 def test_segmenter_runs_one_graph_for_images_of_every_size(tiny_model_file):
     model, _ = tiny_model_file
     segmenter = Segmenter(model, scales=(0.75, 1.0), flip=True)
