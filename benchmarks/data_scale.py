@@ -178,8 +178,9 @@ def run_size(args, root, layout, count, env):
             row["evaluate"] = {"peak_rss_gib": peak, "wall_s": wall, "images_per_s": count / wall}
         if args.convert:
             peak, wall, _, _ = timed(
-                [sys.executable, "-m", "deeplab_xception.segment.convert", "--format", layout, "--data", root,
-                 "--split", train_split, "--output-dir", os.path.join(scratch, "records")], env)
+                [sys.executable, "-m", "deeplab_xception.segment.convert", "--format", layout,
+                 "--data", root, "--split", train_split,
+                 "--output-dir", os.path.join(scratch, "records")], env)
             row["convert"] = {"peak_rss_gib": peak, "wall_s": wall, "images_per_s": count / wall}
     return _with_pipeline_rate(row, config, overrides, env)
 

@@ -118,14 +118,15 @@ def class_table(dataset, classes_file, num_classes, weights):
         source = classes_file
     else:
         if dataset is None:
-            dataset = next((name for name, (listed, _) in NAMED.items() if len(listed) == num_classes), None)
+            dataset = next((name for name, (listed, _) in NAMED.items()
+                            if len(listed) == num_classes), None)
         if dataset is None:
             return [f"class {i}" for i in range(num_classes)], bit_palette(num_classes)
         names, palette = NAMED[dataset]
         source = f"{{argument}} {dataset}"
     if len(names) != num_classes:
         problem = f"{source}: has {len(names)} classes but {weights} predicts {num_classes}"
-        raise ArgumentError("dataset", problem) if dataset else UserError(problem)
+        raise UserError(problem) if classes_file else ArgumentError("dataset", problem)
     return list(names), np.asarray(palette, np.uint8)
 
 
