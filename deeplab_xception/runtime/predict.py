@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from deeplab_xception.data.classes import NAMED, bit_palette, read_class_list
+from deeplab_xception.data.files import IMAGE_EXTENSIONS, is_image_file
 from deeplab_xception.models.deeplab import DeepLabV3Plus
 from deeplab_xception.errors import ArgumentError, UserError
 from deeplab_xception.runtime.inference import DEFAULT_MAX_PIXELS, check_pixel_limit
@@ -18,9 +19,6 @@ from deeplab_xception.io import image_size, open_npy, read_image, write_image, w
 from deeplab_xception.runtime.visualize import class_fractions, overlay, write_label_png
 from deeplab_xception.weights import load_model
 
-# Extensions taken from directories and glob patterns; files named one by one may have any.
-IMAGE_EXTENSIONS = (".bmp", ".jp2", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".pnm", ".ppm",
-                    ".tif", ".tiff", ".webp")
 WAITING_BATCHES = 4  # images held back to fill batches of their size, in batches
 OUTPUT_SUFFIXES = {"labels": ".png", "overlay": ".overlay.png", "json": ".json",
                    "probabilities": ".npy"}
@@ -49,7 +47,8 @@ def find_images(inputs):
 
 
 def _images_in(paths):
-    return [p for p in paths if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS)]
+    """The image files among `paths` (files named one by one may have any extension)."""
+    return [p for p in paths if os.path.isfile(p) and is_image_file(p)]
 
 
 def plan_outputs(images, output_dir, kinds):

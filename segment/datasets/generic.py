@@ -1,6 +1,6 @@
 """Any dataset laid out as images + index masks + a class list.
 
-Layout: images/<name>.(jpg|jpeg|png), masks/<name>.png (8-bit index or
+Layout: images/<name>.(jpg|jpeg|png|bmp), masks/<name>.png (8-bit index or
 palette PNGs, 255 = ignore), classes.txt (one class a line, optionally
 followed by its color as three integers "name r g b"; names may hold
 spaces), and <split>.txt listing the names of a split.
@@ -10,18 +10,18 @@ import os
 
 from deeplab_xception.errors import UserError
 from deeplab_xception.data.classes import read_class_list
+from deeplab_xception.data.files import TF_IMAGE_EXTENSIONS
 from deeplab_xception.segment.datasets.base import Example, SegmentationSet, read_split_file
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
 def _image_path(root, name):
-    for ext in IMAGE_EXTENSIONS:
+    for ext in TF_IMAGE_EXTENSIONS:
         path = os.path.join(root, "images", name + ext)
         if os.path.isfile(path):
             return path
     raise UserError(f"{os.path.join(root, 'images', name)}: no image with an extension of "
-                    f"{', '.join(IMAGE_EXTENSIONS)}")
+                    f"{', '.join(TF_IMAGE_EXTENSIONS)}")
 
 
 def load(root, split="val"):
