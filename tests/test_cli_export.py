@@ -2,10 +2,10 @@
 
 import collections
 import os
+import pathlib
 import signal
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -34,15 +34,18 @@ def test_onnx_export_through_the_command_line(weights, tmp_path, capsys):
     path, model = weights
     output = tmp_path / "segmenter.onnx"
     assert main(["export", "--weights", path, "--format", "onnx", "--output", str(output),
-                 "--output-stride", "8"]) == 0
-    assert capsys.readouterr().out.startswith(f"{output}: onnx, uint8 images (any size)")
+                 "--output-stride", "8", "--scales", "0.75", "--flip",
+                 "--outputs", "labels,probabilities"]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"{output}: onnx, uint8 images (any size) -> labels and probabilities (float32); "
+        "scales 0.75, flip, tiles above 1025x2049; 3 classes, computed in float32")
     session = onnxruntime.InferenceSession(str(output))
-    names = [o.name for o in session.get_outputs()]
-    image = np.random.default_rng(1).integers(0, 256, (1, 41, 57, 3)).astype("uint8")
-    result = dict(zip(names, session.run(None, {"images": image})))
-    expected = Segmenter(with_output_stride(model, 8)).probabilities(image)
-    np.testing.assert_allclose(result["probabilities"], expected, atol=1e-4)
-    assert result["labels"].shape == (1, 41, 57)
+    image = np.random.default_rng(1).integers(0, 256, (41, 57, 3)).astype("uint8")
+    labels, probabilities = session.run(["labels", "probabilities"], {"image": image})
+    expected = Segmenter(with_output_stride(model, 8), scales=(0.75,), flip=True)
+    expected = expected.probabilities(image[None])[0]
+    np.testing.assert_allclose(probabilities, expected, atol=5e-3)  # see test_export
+    assert (labels == expected.argmax(-1)).mean() >= 0.999
 
     again = ["export", "--weights", path, "--format", "onnx", "--output", str(output)]
     first = output.read_bytes()
@@ -51,9 +54,10 @@ def test_onnx_export_through_the_command_line(weights, tmp_path, capsys):
     assert output.read_bytes() == first
     assert main(again + ["--overwrite"]) == 0  # now at the model's own output stride, 16
     capsys.readouterr()
-    replaced = onnxruntime.InferenceSession(str(output)).run(None, {"images": image})
-    np.testing.assert_allclose(dict(zip(names, replaced))["probabilities"],
-                               Segmenter(model).probabilities(image), atol=1e-4)
+    replaced = onnxruntime.InferenceSession(str(output))
+    assert [o.name for o in replaced.get_outputs()] == ["labels"]  # the default
+    labels, = replaced.run(None, {"image": image})
+    assert (labels == Segmenter(model).labels(image[None])[0]).mean() >= 0.999
     assert sorted(os.listdir(tmp_path)) == ["segmenter.onnx"]  # no temporary left
 
 
@@ -63,11 +67,17 @@ def test_bad_requests_are_errors_and_write_nothing(weights, tmp_path, capsys):
         main(["export", "--weights", path, "--format", "caffe", "--output", str(tmp_path / "m")])
     assert raised.value.code == 2
     assert "argument --format: invalid choice: 'caffe'" in capsys.readouterr().err
-    assert main(["export", "--weights", path, "--format", "tflite",
+    assert main(["export", "--weights", path, "--format", "tflite", "--scales", "0.3", "1",
                  "--output", str(tmp_path / "m.tflite")]) == 2
     assert capsys.readouterr().err.strip() == (
-        "deeplab-xception export: error: --input-size: TFLite needs a fixed input size, "
-        "e.g. --input-size 513 513")
+        "deeplab-xception export: error: --scales: 0.3: TFLite has no float64 to size a "
+        "scaled image as Python does; use scales in steps of 1/128 (e.g. 0.75 1.25) or "
+        "another format")
+    assert main(["export", "--weights", path, "--format", "onnx", "--tile", "20",
+                 "--output", str(tmp_path / "m.onnx")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "deeplab-xception export: error: --tile: 20x20 is smaller than twice the output "
+        "stride (32)")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -82,9 +92,10 @@ def test_int8_tflite_is_calibrated_on_the_given_images(weights, tmp_path, capsys
         write_image(calibration / f"{i}.png", rng.integers(0, 256, (50 + 10 * i, 60, 3), np.uint8))
     output = tmp_path / "segmenter.tflite"
     assert main(["export", "--weights", path, "--format", "tflite", "--output", str(output),
-                 "--input-size", "49", "49", "--quantize", "int8",
+                 "--input-size", "49", "49", "--quantize", "int8", "--outputs",
+                 "labels,probabilities",
                  "--calibration-images", str(calibration)]) == 0
-    assert capsys.readouterr().out.strip().endswith("of 3 classes, computed in int8")
+    assert capsys.readouterr().out.strip().endswith("; 3 classes, computed in int8")
     interpreter = Interpreter(str(output))
     interpreter.allocate_tensors()
     tensors = interpreter.get_tensor_details()
@@ -93,20 +104,21 @@ def test_int8_tflite_is_calibrated_on_the_given_images(weights, tmp_path, capsys
         for op in interpreter._get_ops_details() if op["op_name"].endswith("CONV_2D"))
     assert convs == {("CONV_2D", np.int8, np.int8): 37, ("DEPTHWISE_CONV_2D", np.int8, np.int8): 26}
     assert interpreter.get_input_details()[0]["dtype"] == np.uint8
-    image = rng.integers(0, 256, (1, 49, 49, 3)).astype("uint8")
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
-    interpreter.invoke()
-    probabilities = next(interpreter.get_tensor(d["index"])
-                         for d in interpreter.get_output_details() if len(d["shape"]) == 4)
-    assert probabilities.dtype == np.float32
-    np.testing.assert_allclose(probabilities, Segmenter(model).probabilities(image), atol=0.03)
+    image = rng.integers(0, 256, (49, 49, 3)).astype("uint8")
+    out = interpreter.get_signature_runner()(image=image)
+    assert out["probabilities"].dtype == np.float32
+    np.testing.assert_allclose(out["probabilities"],
+                               Segmenter(model).probabilities(image[None])[0], atol=0.03)
 
 
 @pytest.mark.parametrize("extra,message", [
-    (["--format", "onnx", "--quantize", "int8"], "--quantize int8: TFLite only (--format tflite)"),
+    (["--format", "onnx", "--quantize", "int8"], "--quantize: int8 is for TFLite only"),
     (["--format", "tflite", "--input-size", "33", "33", "--precision", "bfloat16"],
-     "--precision bfloat16: tflite runtimes have no bfloat16 CPU kernels; "
-     "use --format saved_model or --precision float32"),
+     "--precision: tflite runtimes have no bfloat16 CPU kernels; bfloat16 is for saved_model"),
+    (["--format", "tflite", "--quantize", "int8"],
+     "--input-size: int8 quantization calibrates at a fixed input size"),
+    (["--format", "tflite", "--quantize", "int8", "--input-size", "33", "33", "--flip"],
+     "--quantize: TFLite's int8 calibrator cannot run the loops over scales, flips and tiles"),
     (["--format", "tflite", "--input-size", "33", "33", "--quantize", "int8"],
      "--calibration-images: int8 quantization needs a few images to calibrate on"),
     (["--format", "tflite", "--input-size", "33", "33", "--quantize", "int8",
@@ -186,10 +198,10 @@ def _fake_saved_model(path, tag):
 @pytest.fixture
 def fake_serving(monkeypatch):
     """`export` writes a fake SavedModel holding b"new" instead of tracing a model."""
-    serving = types.SimpleNamespace(inputs=[types.SimpleNamespace(shape=(None, None, None, 3))],
-                                    export=lambda path, **_: _fake_saved_model(
-                                        __import__("pathlib").Path(path), b"new"))
-    monkeypatch.setattr(export_module, "serving_model", lambda *a, **k: serving)
+    monkeypatch.setattr(export_module, "_segmenter_module", lambda *a, **k: None)
+    monkeypatch.setattr(export_module, "_write",
+                        lambda module, fmt, written, *a: _fake_saved_model(pathlib.Path(written),
+                                                                           b"new"))
 
 
 @pytest.mark.parametrize("mine", ["variables/b/thesis.txt", "assets/notes.txt",
@@ -214,7 +226,8 @@ def test_overwrite_through_a_trailing_slash_names_the_folder_or_link_itself(
         weights, tmp_path, capsys, fake_serving):
     target = tmp_path / "sm"
     _fake_saved_model(target, b"old")
-    export_module.export(None, str(target) + os.sep, "saved_model", overwrite=True)
+    export_module.export(None, str(target) + os.sep, "saved_model",
+                         export_module.ExportOptions("saved_model"), overwrite=True)
     assert set(_tree(target).values()) == {b"\x08new"}
     link = tmp_path / "link"
     link.symlink_to(target)
@@ -241,12 +254,13 @@ def test_ctrl_c_between_the_renames_of_an_overwrite_keeps_the_previous_export(
 
     monkeypatch.setattr(os, "replace", interrupted_replace)
     with pytest.raises(KeyboardInterrupt):
-        export_module.export(None, target, "saved_model", overwrite=True)
+        export_module.export(None, target, "saved_model",
+                             export_module.ExportOptions("saved_model"), overwrite=True)
     assert _tree(target) == before and sorted(os.listdir(tmp_path)) == ["sm"]
 
 
 KILLED_EXPORT = """
-import os, pathlib, signal, sys, types
+import os, pathlib, signal, sys
 from deeplab_xception.runtime import export
 calls, real = [], os.replace
 def replace(src, dst):
@@ -254,13 +268,14 @@ def replace(src, dst):
     if len(calls) == 2:
         os.kill(os.getpid(), signal.SIGKILL)
     real(src, dst)
-def write(path, **_):
+def write(module, fmt, path, *_):
     os.makedirs(path)
     (pathlib.Path(path) / "saved_model.pb").write_bytes(b"new")
 os.replace = replace
-export.serving_model = lambda *a, **k: types.SimpleNamespace(
-    inputs=[types.SimpleNamespace(shape=(None, None, None, 3))], export=write)
-export.export(None, sys.argv[1], "saved_model", overwrite=True)
+export._segmenter_module = lambda *a, **k: None
+export._write = write
+export.export(None, sys.argv[1], "saved_model", export.ExportOptions("saved_model"),
+              overwrite=True)
 """
 
 

@@ -51,16 +51,19 @@ def final_step(model_dir):
 @pytest.mark.slow
 def test_single_process_learns_the_shapes_and_hands_off_the_backbone(shapes, tmp_path):
     config = load_config(PretrainConfig, TINY, overrides(shapes, tmp_path, "trainer.summary_every=5",
-                                                         "trainer.train_steps=60"))
+                                                         "trainer.train_steps=90"))
     task = ClassificationTask(config)
-    assert train(task, config.trainer) == 60
+    assert train(task, config.trainer) == 90
     events = [e for f in glob.glob(f"{tmp_path}/train/events*") for e in tf.compat.v1.train.summary_iterator(f)]
     losses = [float(tf.make_ndarray(v.tensor)) for e in events for v in e.summary.value if v.tag == "loss"]
     # Cross-entropy at chance over five logits is log(5); single batches are noisy (one batch of
     # the last few can spike past chance), so the median of the last four is what must fall.
-    assert len(losses) == 12 and np.median(losses[-4:]) < 0.7 * np.log(5) < losses[0], losses
+    assert len(losses) == 18 and np.median(losses[-4:]) < 0.7 * np.log(5) < losses[0], losses
     results = evaluate(task, config.trainer, timeout=1)
-    assert results["60"]["top1"] >= 0.7, results  # four classes: chance is 0.25
+    # Four classes: chance is 0.25. The file order is shuffled unseeded (asynchronous workers
+    # must read independently), so runs differ: at 60 steps top-1 ranged 0.67-1.0, at 90
+    # steps 0.94-1.0 over six seeds.
+    assert results["90"]["top1"] >= 0.7, results
 
     deeplab = build_model("deeplab", backbone="xception_tiny", num_classes=3, input_shape=(48, 48, 3))
     copied = load_matching_weights(deeplab, tmp_path / FINAL_MODEL)

@@ -76,6 +76,23 @@ def add_eval_options(parser):
                              "513x513 tiles above")
 
 
+def add_overlap_option(parser):
+    """--overlap: how much of a tile its neighbour covers too."""
+    parser.add_argument("--overlap", type=overlap_fraction, default=1 / 3, metavar="F",
+                        help="with tiles: the fraction of a tile that its neighbour covers too, "
+                             "in [0, 1) (default 1/3)")
+
+
+def overlap_fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def add_max_pixels_option(parser, scaled=""):
     """--max-pixels: the decompression-bomb limit, read from the header when it tells."""
     parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",

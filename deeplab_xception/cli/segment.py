@@ -4,7 +4,7 @@ import os
 import sys
 
 from deeplab_xception.cli.options import (NAMED_DATASETS, add_eval_options, add_max_pixels_option,
-                                          add_precision_option, flag_message)
+                                          add_overlap_option, add_precision_option, flag_message)
 from deeplab_xception.errors import UserError
 
 FLAGS = {"output_dir": "--output-dir", "dataset": "--dataset", "max_pixels": "--max-pixels",
@@ -45,7 +45,7 @@ def run(args):
         raise UserError(f"{args.weights}: {model.num_classes} classes do not fit uint8 label PNGs")
     names, palette = class_table(args.dataset, args.classes, model.num_classes, args.weights)
     segmenter = Segmenter(model, scales=args.scales, flip=args.flip, tile=args.tile,
-                          max_pixels=args.max_pixels, precision=args.precision)
+                          overlap=args.overlap, max_pixels=args.max_pixels, precision=args.precision)
     done = 0
     with tqdm(total=len(images), unit="image", disable=len(images) < 2 or None) as progress:
         def unreadable(error):
@@ -99,6 +99,7 @@ def register(subparsers):
                         help="also write <name>.npy: class probabilities, float32 H x W x classes "
                              "(memory-mapped, so large images need not fit in memory)")
     add_eval_options(parser)
+    add_overlap_option(parser)
     add_max_pixels_option(parser, ", or that a --scales value would make larger")
     add_precision_option(parser, "auto")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",

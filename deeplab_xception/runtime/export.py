@@ -1,11 +1,14 @@
-"""Exports a DeepLabv3+ as a self-contained segmenter: uint8 image in, labels and probabilities out.
+"""Exports a DeepLabv3+ with `segment`'s whole procedure inside: image in, labels out.
 
-The exported graph holds the package's preprocessing (`preprocessing.py`) and the
-align-corners upsampling, so a runtime needs nothing but the file, and every
-batch norm folded into its conv, as the CLI's inference runs. Keras' own
-exporters write each format. A SavedModel may compute in bfloat16 (TensorFlow
-runs it on CPUs with AMX or AVX512_BF16); a TFLite file may be quantized to
-int8 by the TFLite converter, calibrated on a few images.
+The exported graph holds the package's preprocessing, the scales, tiles and
+flip, the softmax mean and the argmax (`export_procedure`), so a runtime needs
+nothing but the file, and one call does for one image of any size what
+`Segmenter` does with the same options. Batch norms are folded into their
+convs, as the CLI's inference runs. A SavedModel takes encoded images (what TF
+Serving's REST API sends) and uint8 tensors; ONNX and TFLite take one uint8
+image. The network computes in float32 unless bfloat16 is asked (SavedModel
+only); a TFLite file may be quantized to int8 by the TFLite converter,
+calibrated on a few images.
 """
 
 import importlib.util
@@ -18,82 +21,169 @@ import tempfile
 import cv2
 import keras
 import numpy as np
-from keras import ops
 
-from deeplab_xception.errors import UserError
-from deeplab_xception.runtime.inference import fold_batch_norms
+from deeplab_xception.errors import ArgumentError, UserError
+from deeplab_xception.runtime.inference import FrozenGraph, fold_batch_norms
 from deeplab_xception.io import read_image
-from deeplab_xception.runtime.precision import resolve_precision, with_precision
-from deeplab_xception.data.preprocessing import preprocess
+from deeplab_xception.models.layers import scale_dimension
+from deeplab_xception.runtime.precision import with_precision
+from deeplab_xception.runtime.tiling import DEFAULT_OVERLAP, Tiling
 
-FORMATS = {"saved_model": "tf_saved_model", "tflite": "litert", "onnx": "onnx"}
-SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}  # Keras' LiteRT exporter insists on its own
-
-
-@keras.saving.register_keras_serializable(package="deeplab_xception")
-class Preprocess(keras.layers.Layer):
-    """The package's preprocessing, inside the exported graph."""
-
-    def call(self, images):
-        return preprocess(images)
-
-    def compute_output_spec(self, images):
-        return keras.KerasTensor(images.shape, dtype="float32")
+FORMATS = ("saved_model", "tflite", "onnx")
+SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
+OUTPUTS = ("labels", "probabilities")
+PROBABILITIES_DTYPES = ("float32", "float16")
+EXPORT_PRECISIONS = ("float32", "bfloat16")
+ONNX_OPSET = 17
+SERVING_SIGNATURES = {"serving_default": "image_bytes", "segment_images": "images"}
 
 
-@keras.saving.register_keras_serializable(package="deeplab_xception")
-class ArgMax(keras.layers.Layer):
-    """First index of the maximum, from min/where: TF's argmax lowering uses bit
-    tricks that neither ONNX nor TFLite builtins support."""
-
-    def call(self, probabilities):
-        num_classes = ops.shape(probabilities)[-1]
-        is_max = probabilities >= ops.max(probabilities, axis=-1, keepdims=True)
-        index = ops.where(is_max, ops.arange(num_classes, dtype="int32"), num_classes)
-        return ops.min(index, axis=-1)
-
-    def compute_output_spec(self, probabilities):
-        return keras.KerasTensor(probabilities.shape[:-1], dtype="int32")
-
-
-def serving_model(model, image_size=None, precision="float32"):
-    """uint8 images -> {"labels": int32 N x H x W, "probabilities": float32 N x H x W x C}.
-
-    `image_size` fixes (H, W) and a batch of one (TFLite wants every dimension
-    known); None keeps batch and size dynamic (SavedModel, ONNX). The network
-    computes in `precision`, folded in float32 first; softmax and labels are float32.
-    """
-    height, width = image_size or (None, None)
-    images = keras.Input((height, width, 3), batch_size=1 if image_size else None,
-                         dtype="uint8", name="images")
-    network = with_precision(fold_batch_norms(model), precision)
-    logits = network(Preprocess(name="preprocess")(images))
-    probabilities = keras.layers.Softmax(name="probabilities")(logits)
-    labels = ArgMax(name="labels")(probabilities)
-    return keras.Model(images, {"labels": labels, "probabilities": probabilities},
-                       name="serving_segmenter")
-
-
-def export_precision(fmt, precision="auto", quantize=None):
-    """What the exported network computes in: "float32", "bfloat16" or "int8".
-
-    bfloat16 only in a SavedModel: ONNX Runtime and TFLite have no bfloat16
-    convolutions on CPU, so `auto` means float32 there.
-    """
+def export_precision(fmt, precision="float32", quantize=None):
+    """What the exported network computes in: "float32", "bfloat16" or "int8". Never
+    decided by the exporting machine: a file outlives it. bfloat16 only in a
+    SavedModel: ONNX Runtime and TFLite have no bfloat16 convolutions on CPU."""
+    if precision not in EXPORT_PRECISIONS:
+        raise ArgumentError("precision", f"{precision!r} is not one of "
+                                         f"{', '.join(EXPORT_PRECISIONS)} (an export is "
+                                         "float32 unless bfloat16 is asked)")
     if quantize not in (None, "int8"):
-        raise UserError(f"--quantize: {quantize!r} is not int8")
+        raise ArgumentError("quantize", f"{quantize!r} is not int8")
     if quantize:
         if fmt != "tflite":
-            raise UserError("--quantize int8: TFLite only (--format tflite)")
+            raise ArgumentError("quantize", "int8 is for TFLite only")
         if precision == "bfloat16":
-            raise UserError("--precision bfloat16 and --quantize int8: choose one")
+            raise ArgumentError("quantize", "int8 and bfloat16 precision: choose one")
         return "int8"
-    if fmt != "saved_model":
-        if precision == "bfloat16":
-            raise UserError(f"--precision bfloat16: {fmt} runtimes have no bfloat16 CPU kernels; "
-                            "use --format saved_model or --precision float32")
-        return "float32"
-    return resolve_precision(precision)
+    if fmt != "saved_model" and precision == "bfloat16":
+        raise ArgumentError("precision", f"{fmt} runtimes have no bfloat16 CPU kernels; "
+                                         "bfloat16 is for saved_model")
+    return precision
+
+
+class ExportOptions:
+    """What an export holds: the procedure (scales, flip, tiling), its outputs, the input
+    size (None: any), checked before any minute of work."""
+
+    def __init__(self, fmt, scales=(1.0,), flip=False, tile="auto", overlap=DEFAULT_OVERLAP,
+                 outputs=("labels",), probabilities_dtype="float32", image_size=None,
+                 align=16):
+        from deeplab_xception.runtime.export_procedure import exact_in_float32
+
+        if fmt not in FORMATS:
+            raise ArgumentError("format", f"{fmt!r} is not one of {', '.join(FORMATS)}")
+        if not scales or any(s <= 0 for s in scales):
+            raise ArgumentError("scales", f"must be positive, got {' '.join(map(str, scales))}")
+        outputs = tuple(outputs)
+        if not outputs or any(o not in OUTPUTS for o in outputs) or "labels" not in outputs:
+            raise ArgumentError("outputs", f"{','.join(outputs)!r}: give labels or "
+                                           "labels,probabilities")
+        if probabilities_dtype not in PROBABILITIES_DTYPES:
+            raise ArgumentError("probabilities_dtype", f"{probabilities_dtype!r} is not one of "
+                                                       f"{', '.join(PROBABILITIES_DTYPES)}")
+        if probabilities_dtype != "float32" and "probabilities" not in outputs:
+            raise ArgumentError("probabilities_dtype", "only with the probabilities output")
+        if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+            raise ArgumentError("image_size", f"must be two positive sizes, got {image_size}")
+        inexact = [s for s in scales if not exact_in_float32(s)]
+        if fmt == "tflite" and inexact:
+            raise ArgumentError("scales", f"{inexact[0]:g}: TFLite has no float64 to size a "
+                                          "scaled image as Python does; use scales in steps "
+                                          "of 1/128 (e.g. 0.75 1.25) or another format")
+        self.format = fmt
+        self.scales = tuple(float(s) for s in scales)
+        self.flip = bool(flip)
+        self.tiling = Tiling(tile, overlap, align=align)
+        self.outputs = outputs
+        self.probabilities_dtype = probabilities_dtype
+        self.image_size = tuple(image_size) if image_size else None
+
+    def passes(self):
+        """(scale, flipped) of each pass."""
+        return [(s, f) for s in self.scales for f in (False, True)[:1 + self.flip]]
+
+    def describe(self):
+        """One line: what a call of the exported file does."""
+        size = "x".join(map(str, self.image_size)) if self.image_size else "any size"
+        tile = self.tiling.tile
+        tiles = {"auto": "tiles above 1025x2049", None: "whole"}.get(
+            tile, f"tiles of {tile[0]}x{tile[1]}" if isinstance(tile, tuple) else tile)
+        outputs = " and ".join(self.outputs)
+        if "probabilities" in self.outputs:
+            outputs += f" ({self.probabilities_dtype})"
+        return (f"uint8 images ({size}) -> {outputs}; scales "
+                f"{' '.join(f'{s:g}' for s in self.scales)}{', flip' if self.flip else ''}, "
+                f"{tiles}")
+
+
+def check_request(options, precision="float32", quantize=None, calibration_images=()):
+    """What the export of `options` computes in (`export_precision`), or ArgumentError for
+    a request it cannot fulfil."""
+    computed_in = export_precision(options.format, precision, quantize)
+    if quantize and options.image_size is None:
+        raise ArgumentError("image_size", "int8 quantization calibrates at a fixed input size")
+    if quantize and (len(options.passes()) > 1 or options.tiling.spans(
+            *(scale_dimension(n, options.scales[0]) for n in options.image_size))):
+        raise ArgumentError("quantize", "TFLite's int8 calibrator cannot run the loops over "
+                                        "scales, flips and tiles: int8 holds one scale, no "
+                                        "flip, and an input size that needs no tiles")
+    if quantize and not calibration_images:
+        raise ArgumentError("calibration_images", "int8 quantization needs a few images to "
+                                                  "calibrate on")
+    if calibration_images and not quantize:
+        raise ArgumentError("calibration_images", "only for int8 quantization")
+    return computed_in
+
+
+def _segmenter_module(model, options, precision):
+    """A tf.Module whose functions run the procedure: `segment_image` (one uint8 H x W x 3),
+    `segment_images` (N of one size), `serve` (N encoded images of one size), each
+    returning {"labels": uint8 or int32, "probabilities": ...}. Holds each weight once."""
+    import tensorflow as tf
+
+    from deeplab_xception.runtime.export_procedure import Procedure
+
+    logits = keras.Model(model.input, model.get_layer(model.LOGITS).output)
+    network = with_precision(fold_batch_norms(logits), precision)
+    if options.format == "onnx":
+        # Weights as constants inside the loops: tf2onnx loses the shapes of variables
+        # that reach the network through two levels of loops (passes, tiles).
+        network = FrozenGraph(network)
+    size_dtype = tf.float32 if options.format == "tflite" else tf.float64
+    procedure = Procedure(network, model.logits_stride, model.num_classes, options.scales,
+                          options.flip, options.tiling, size_dtype)
+    labels_dtype = tf.uint8 if model.num_classes <= 256 else tf.int32
+    specs = {"labels": tf.TensorSpec([None, None], labels_dtype)}
+    if "probabilities" in options.outputs:
+        specs["probabilities"] = tf.TensorSpec([None, None, model.num_classes],
+                                               options.probabilities_dtype)
+    height, width = options.image_size or (None, None)
+
+    def one(image):
+        labels, probabilities = procedure(image)
+        outputs = {"labels": tf.cast(labels, labels_dtype)}
+        if "probabilities" in specs:
+            outputs["probabilities"] = tf.cast(probabilities, options.probabilities_dtype)
+        return outputs
+
+    def each(images):
+        return tf.map_fn(one, images, fn_output_signature=specs, parallel_iterations=1)
+
+    def decoded(image_bytes):
+        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+        return one(tf.ensure_shape(image, [height, width, 3]))
+
+    module = tf.Module()
+    module.segment_image = tf.function(
+        one, input_signature=[tf.TensorSpec([height, width, 3], tf.uint8, name="image")])
+    module.segment_images = tf.function(
+        each, input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8, name="images")])
+    module.serve = tf.function(
+        lambda image_bytes: tf.map_fn(decoded, image_bytes, fn_output_signature=specs,
+                                      parallel_iterations=1),
+        input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    concrete = module.segment_image.get_concrete_function()
+    module.weights = list(concrete.variables)  # tracked once: the SavedModel stores each once
+    return module
 
 
 def calibration_data(paths, image_size):
@@ -103,49 +193,69 @@ def calibration_data(paths, image_size):
     def batches():
         for image in images:
             resized = cv2.resize(image, image_size[::-1], interpolation=cv2.INTER_AREA)
-            yield [np.asarray(resized, np.uint8)[None]]
+            yield [np.asarray(resized, np.uint8)]
     return batches
 
 
-def _int8_options(calibration_images, image_size):
-    """TFLite converter settings for int8 kernels throughout (uint8 image in, float32 out)."""
+def _write(module, fmt, written, computed_in, calibration_images, image_size, progress):
     import tensorflow as tf
 
-    if not calibration_images:
-        raise UserError("--calibration-images: int8 quantization needs a few images to calibrate on")
-    return {"optimizations": [tf.lite.Optimize.DEFAULT],
-            "representative_dataset": calibration_data(calibration_images, image_size),
-            "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                                              tf.lite.OpsSet.TFLITE_BUILTINS]}}
+    if fmt == "saved_model":
+        progress("tracing the signatures")
+        signatures = {"serving_default": module.serve.get_concrete_function(),
+                      "segment_images": module.segment_images.get_concrete_function()}
+        progress("writing the SavedModel")
+        tf.saved_model.save(module, written, signatures=signatures)
+    elif fmt == "onnx":
+        _write_onnx(module.segment_image, written, progress)
+    else:
+        progress("converting to TFLite")
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [module.segment_image.get_concrete_function()], module)
+        if computed_in == "int8":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = calibration_data(calibration_images, image_size)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                                   tf.lite.OpsSet.TFLITE_BUILTINS]
+        flatbuffer = converter.convert()
+        progress("writing the TFLite file")
+        with open(written, "wb") as f:
+            f.write(flatbuffer)
 
 
-def export(model, path, fmt, image_size=None, precision="float32", quantize=None,
-           calibration_images=(), overwrite=False):
-    """Writes `model` in format `fmt` ("saved_model", "tflite" or "onnx") at `path`.
+def _write_onnx(function, written, progress):
+    import tf2onnx
+    from keras.src.export.tf2onnx_lib import patch_tf2onnx  # tf2onnx under numpy 2
+
+    patch_tf2onnx()
+    progress("converting to ONNX")
+    tf2onnx.convert.from_function(function, function.input_signature, opset=ONNX_OPSET,
+                                  output_path=written)
+
+
+def export(model, path, fmt, options=None, precision="float32", quantize=None,
+           calibration_images=(), overwrite=False, progress=None):
+    """Writes `model` with the procedure of `options` (an ExportOptions; default: one scale,
+    no flip, auto tiles, labels) in format `fmt` ("saved_model", "tflite" or "onnx") at `path`.
 
     The network computes in export_precision(fmt, precision, quantize);
-    `quantize="int8"` (TFLite) calibrates on `calibration_images` (paths).
-    The export goes to a temporary name beside `path` and is renamed into
-    place, so a failure leaves no half-written output. An existing `path` is
-    refused unless `overwrite`, and even then only a previous export of the
-    same format is replaced (see `check_target`).
+    `quantize="int8"` (TFLite, a fixed image size) calibrates on `calibration_images`
+    (paths). `progress(stage)` is told each stage. The export goes to a temporary
+    name beside `path` and is renamed into place, so a failure leaves no half-written
+    output. An existing `path` is refused unless `overwrite`, and even then only a
+    previous export of the same format is replaced (see `check_target`).
     """
-    if fmt not in FORMATS:
-        raise UserError(f"--format: {fmt!r} is not one of {sorted(FORMATS)}")
-    if fmt == "tflite" and image_size is None:
-        raise UserError("--input-size: TFLite needs a fixed input size, e.g. --input-size 513 513")
-    if image_size is not None and min(image_size) < 1:
-        raise UserError(f"--input-size: sizes must be positive, got {image_size}")
-    computed_in = export_precision(fmt, precision, quantize)
-    if calibration_images and not quantize:
-        raise UserError("--calibration-images: only for --quantize int8")
-    options = _int8_options(calibration_images, image_size) if quantize else {}
+    options = options or ExportOptions(fmt, align=model.output_stride)
+    if options.format != fmt:
+        raise ArgumentError("options", f"made for {options.format}, not {fmt}")
+    computed_in = check_request(options, precision, quantize, calibration_images)
     path = _without_trailing_separator(os.fspath(path))
     check_target(path, fmt, overwrite)
     require_modules(fmt)
-    serving = serving_model(model, image_size,
-                            "bfloat16" if computed_in == "bfloat16" else "float32")
-    signature = [keras.InputSpec(shape=serving.inputs[0].shape, dtype="uint8", name="images")]
+    progress = progress or (lambda stage: None)
+    progress("folding batch norms and building the graph")
+    module = _segmenter_module(model, options, computed_in if computed_in == "bfloat16"
+                               else "float32")
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, suffix="-" + os.path.basename(path),
@@ -153,8 +263,8 @@ def export(model, path, fmt, image_size=None, precision="float32", quantize=None
     previous = os.path.join(staging, PREVIOUS)
     written = os.path.join(staging, "export" + SUFFIXES.get(fmt, ""))
     try:
-        serving.export(written, format=FORMATS[fmt], input_signature=signature, verbose=False,
-                       **options)
+        _write(module, fmt, written, computed_in, calibration_images, options.image_size,
+               progress)
         _swap_in(written, path, previous)
     finally:
         if os.path.lexists(path) or not os.path.lexists(previous):  # else `recover` finds it

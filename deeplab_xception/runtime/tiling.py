@@ -18,7 +18,7 @@ resized on its own, bit for bit as part of the whole.
 
 import numpy as np
 
-from deeplab_xception.errors import UserError
+from deeplab_xception.errors import ArgumentError
 
 DEFAULT_TILE = (513, 513)  # the official eval crop
 DEFAULT_OVERLAP = 1 / 3
@@ -33,10 +33,11 @@ def tile_option(tile):
     if tile is None or (isinstance(tile, str) and tile in ("auto", "off")):
         return None if tile in (None, "off") else "auto"
     if isinstance(tile, str):
-        raise UserError(f"tile: must be 'auto', 'off' or a size, got {tile!r}")
+        raise ArgumentError("tile", f"must be 'auto', 'off' or a size, got {tile!r}")
     size = (tile, tile) if np.isscalar(tile) else tuple(tile)
     if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
-        raise UserError(f"tile: must be 'auto', 'off' or positive (height, width), got {tile!r}")
+        raise ArgumentError("tile", f"must be 'auto', 'off' or positive (height, width), "
+                                    f"got {tile!r}")
     return int(size[0]), int(size[1])
 
 
@@ -117,11 +118,11 @@ class Tiling:
 
     def __init__(self, tile="auto", overlap=DEFAULT_OVERLAP, align=16):
         if not 0 <= overlap < 1:
-            raise UserError(f"overlap: must be in [0, 1), got {overlap:g}")
+            raise ArgumentError("overlap", f"must be in [0, 1), got {overlap:g}")
         self.tile = tile_option(tile)
         if isinstance(self.tile, tuple) and min(self.tile) < 2 * align:
-            raise UserError(f"tile: {self.tile[0]}x{self.tile[1]} is smaller than twice the "
-                             f"output stride ({2 * align})")
+            raise ArgumentError("tile", f"{self.tile[0]}x{self.tile[1]} is smaller than twice "
+                                        f"the output stride ({2 * align})")
         self.overlap = overlap
         self.align = align
 
