@@ -3,7 +3,7 @@
 Generates a VOC-layout folder (500x375 JPEG photos) or a Cityscapes-layout one
 (2048x1024 PNG) of random-ish content and, for each N, runs the README's
 `finetune` command (xception_tiny, 3 steps), `evaluate` and
-`python -m segment.convert` as subprocesses under `/usr/bin/time -f %M`,
+`python -m deeplab_xception.segment.convert` as subprocesses under `/usr/bin/time -f %M`,
 recording peak RSS, wall time, time to the first training step, and the
 input pipeline's images/s alone (training augmentation at the config's crop,
 no model). `--checkout` picks the source tree the commands run from, so one
@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from segment.datasets.base import bit_palette  # noqa: E402
+from deeplab_xception.data.classes import bit_palette  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYOUTS = {"voc": ((375, 500), ".jpg"), "cityscapes": ((1024, 2048), ".png")}
@@ -39,9 +39,9 @@ PIPELINE_BATCH = 8
 
 PIPELINE_PROBE = """
 import sys, time
-from segment.datasets import load_dataset
-from segment import pipeline
-from segment.config import SegmentConfig
+from deeplab_xception.segment.datasets import load_dataset
+from deeplab_xception.segment import pipeline
+from deeplab_xception.segment.config import SegmentConfig
 from deeplab_xception.config import load_config
 config = load_config(SegmentConfig, sys.argv[1], sys.argv[2:])
 data = config.data
@@ -178,8 +178,9 @@ def run_size(args, root, layout, count, env):
             row["evaluate"] = {"peak_rss_gib": peak, "wall_s": wall, "images_per_s": count / wall}
         if args.convert:
             peak, wall, _, _ = timed(
-                [sys.executable, "-m", "segment.convert", "--format", layout, "--data", root,
-                 "--split", train_split, "--output-dir", os.path.join(scratch, "records")], env)
+                [sys.executable, "-m", "deeplab_xception.segment.convert", "--format", layout,
+                 "--data", root, "--split", train_split,
+                 "--output-dir", os.path.join(scratch, "records")], env)
             row["convert"] = {"peak_rss_gib": peak, "wall_s": wall, "images_per_s": count / wall}
     return _with_pipeline_rate(row, config, overrides, env)
 

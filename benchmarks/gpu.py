@@ -53,12 +53,12 @@ def ours_network(output_stride, dtype="float32", training=False, depthwise="shif
                         output_stride=output_stride, atrous_rates=ATROUS_RATES[output_stride],
                         dtype=dtype if training else "float32")
     if not training:
-        from deeplab_xception.inference import fold_batch_norms
-        from deeplab_xception.precision import with_precision
+        from deeplab_xception.runtime.inference import fold_batch_norms
+        from deeplab_xception.runtime.precision import with_precision
 
         model = with_precision(fold_batch_norms(model), dtype)
     if depthwise == "shifted":
-        from deeplab_xception.depthwise import with_shifted_depthwise
+        from deeplab_xception.models.depthwise import with_shifted_depthwise
 
         model = with_shifted_depthwise(model)
     return model
@@ -234,7 +234,7 @@ def torch_available():
     return True
 
 
-# Ours with its depthwise convs shifted (deeplab_xception/depthwise.py, what the JAX path
+# Ours with its depthwise convs shifted (deeplab_xception/models/depthwise.py, what the JAX path
 # runs); --with-grouped-depthwise adds XLA's grouped conv, which compiles for minutes.
 CONFIGS = [
     dict(job="inference", output_stride=16, batch=1, ours=("float32", "bfloat16"),

@@ -21,12 +21,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from deeplab_xception import build_model, load_model  # noqa: E402
-from deeplab_xception.export import export  # noqa: E402
-from deeplab_xception.inference import Segmenter  # noqa: E402
-from deeplab_xception.preprocessing import IGNORE_LABEL  # noqa: E402
+from deeplab_xception.runtime.export import export  # noqa: E402
+from deeplab_xception.runtime.inference import Segmenter  # noqa: E402
+from deeplab_xception.data.preprocessing import IGNORE_LABEL  # noqa: E402
 from deeplab_xception.io import write_json  # noqa: E402
-from segment.datasets import load_dataset  # noqa: E402
-from segment.evaluate import summarize  # noqa: E402
+from deeplab_xception.segment.datasets import load_dataset  # noqa: E402
+from deeplab_xception.segment.evaluate import summarize  # noqa: E402
 
 MULTI_SCALE = (0.75, 1.0, 1.25)
 

@@ -24,7 +24,7 @@ import tensorflow as tf
 from deeplab_xception import build_model
 from deeplab_xception.io import write_json
 from deeplab_xception.training.launcher import LocalCluster, cluster_layout
-from pretrain import synthetic
+from deeplab_xception.pretrain import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -24,9 +24,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from deeplab_xception import build_model  # noqa: E402
-from deeplab_xception.inference import FrozenGraph, fold_batch_norms  # noqa: E402
+from deeplab_xception.runtime.inference import FrozenGraph, fold_batch_norms  # noqa: E402
 from deeplab_xception.io import write_json  # noqa: E402
-from deeplab_xception.precision import with_precision  # noqa: E402
+from deeplab_xception.runtime.precision import with_precision  # noqa: E402
 
 
 def op_type(node_stats, dtypes):

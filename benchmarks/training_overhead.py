@@ -59,16 +59,16 @@ NUM_SEG_CLASSES = 21
 def make_task(kind, backbone, size):
     """The application's own task, its data replaced by nothing (train_dataset is overridden)."""
     if kind == "pretrain":
-        from pretrain.config import PretrainConfig
-        from pretrain.task import ClassificationTask
+        from deeplab_xception.pretrain.config import PretrainConfig
+        from deeplab_xception.pretrain.task import ClassificationTask
         config = PretrainConfig()
         config.model.backbone = backbone
         config.data.image_size = size
         task = ClassificationTask.__new__(ClassificationTask)  # skips the data check
         task.config = config
         return task, config.trainer
-    from segment.config import SegmentConfig
-    from segment.task import SegmentationTask
+    from deeplab_xception.segment.config import SegmentConfig
+    from deeplab_xception.segment.task import SegmentationTask
     config = SegmentConfig()
     config.model.backbone = backbone
     config.model.output_stride = 16

@@ -9,16 +9,16 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "VARIANTS": "deeplab_xception.backbones",
-    "Backbone": "deeplab_xception.backbones",
-    "register_backbone": "deeplab_xception.backbones",
-    "XceptionBackbone": "deeplab_xception.backbones",
-    "XceptionClassifier": "deeplab_xception.classifier",
-    "DeepLabV3Plus": "deeplab_xception.deeplab",
+    "VARIANTS": "deeplab_xception.models.backbones",
+    "Backbone": "deeplab_xception.models.backbones",
+    "register_backbone": "deeplab_xception.models.backbones",
+    "XceptionBackbone": "deeplab_xception.models.backbones",
+    "XceptionClassifier": "deeplab_xception.models.classifier",
+    "DeepLabV3Plus": "deeplab_xception.models.deeplab",
     "build_model": "deeplab_xception.models",
     "with_output_stride": "deeplab_xception.models",
     "load_model": "deeplab_xception.weights",
-    "Segmenter": "deeplab_xception.inference",
+    "Segmenter": "deeplab_xception.runtime.inference",
 }
 __all__ = sorted(_EXPORTS)
 

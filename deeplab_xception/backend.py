@@ -10,7 +10,7 @@ hides the GPUs from it first.
 import os
 import sys
 
-from deeplab_xception.errors import UserError
+from deeplab_xception.errors import ArgumentError
 
 BACKENDS = ("tensorflow", "jax")
 # Set to a folder to keep JAX's compiled programs there, or to "off" to keep none.
@@ -20,12 +20,13 @@ COMPILATION_CACHE_VARIABLE = "DEEPLAB_XCEPTION_JAX_CACHE"
 def use_backend(name):
     """Makes `name` Keras' backend; it must be set before Keras is first imported."""
     if name not in BACKENDS:
-        raise UserError(f"--backend: {name!r} is not one of {', '.join(BACKENDS)}")
+        raise ArgumentError("backend", f"{name!r} is not one of {', '.join(BACKENDS)}")
     if "keras" in sys.modules:
         import keras
 
         if keras.backend.backend() != name:
-            raise UserError(f"--backend {name}: Keras already runs on {keras.backend.backend()}")
+            raise ArgumentError("backend", f"{{argument}} {name}: Keras already runs on "
+                                           f"{keras.backend.backend()}")
         return
     os.environ["KERAS_BACKEND"] = name
 
@@ -36,10 +37,15 @@ def is_jax():
     return keras.backend.backend() == "jax"
 
 
+def default_cache_dir():
+    """$DEEPLAB_XCEPTION_CACHE, else deeplab_xception/ under the Keras cache (~/.keras)."""
+    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    return os.environ.get("DEEPLAB_XCEPTION_CACHE") or os.path.join(keras_home, "deeplab_xception")
+
+
 def compilation_cache_dir():
     """Where JAX keeps compiled programs between runs: $DEEPLAB_XCEPTION_JAX_CACHE, else
     jax_compilation_cache/ in the package's cache folder; None when that variable is "off"."""
-    from deeplab_xception.weights.sources import default_cache_dir
 
     chosen = os.environ.get(COMPILATION_CACHE_VARIABLE)
     if chosen and chosen.lower() == "off":

@@ -2,8 +2,9 @@
 
 Every application declares its schema as (nested) dataclasses; this module is
 the only place that reads YAML, applies overrides and rejects unknown keys.
-The package ships its configs (`deeplab_xception/configs/`), found by name
-from any folder, so an installed wheel needs no clone.
+The package ships its configs (`configs/` of the repository, installed as
+`deeplab_xception.configs`), found by name from any folder, so an installed
+wheel needs no clone.
 """
 
 import dataclasses
@@ -75,7 +76,7 @@ def _coerce(hint, value, key, source):
         raise UserError(f"{source}: {key} must be {hint.__name__}, got {value!r}") from None
 
 
-SHIPPED = importlib.resources.files("deeplab_xception") / "configs"
+SHIPPED = importlib.resources.files("deeplab_xception.configs")
 
 
 def shipped_configs():
@@ -134,7 +135,3 @@ def _validate(config, source, where=""):
         value = getattr(config, field.name)
         if dataclasses.is_dataclass(value):
             _validate(value, source, f"{where}{field.name}.")
-
-
-def to_dict(config):
-    return dataclasses.asdict(config)

@@ -9,16 +9,23 @@ class UserError(ValueError):
 
 
 class ArgumentError(UserError):
-    """A bad value of one named API argument; the CLI swaps the name for its flag."""
+    """A bad value of one named API argument; the CLI swaps the name for its flag.
+
+    The message names the argument first, or where it holds `{argument}`.
+    """
 
     def __init__(self, argument, message):
-        super().__init__(f"{argument}: {message}")
+        super().__init__(_naming(argument, message))
         self.argument = argument
         self.message = message
 
     def for_flags(self, flags):
         """The same error naming the command-line flag `flags[argument]` instead."""
-        return UserError(f"{flags.get(self.argument, self.argument)}: {self.message}")
+        return UserError(_naming(flags.get(self.argument, self.argument), self.message))
+
+
+def _naming(name, message):
+    return message.replace("{argument}", name) if "{argument}" in message else f"{name}: {message}"
 
 
 class ClusterLost(Exception):

@@ -10,7 +10,7 @@ import tempfile
 import cv2
 import numpy as np
 
-from deeplab_xception.errors import UserError
+from deeplab_xception.errors import ArgumentError, UserError
 
 
 # What the file system answers when a file cannot be written where asked.
@@ -48,20 +48,20 @@ def atomic_path(path):
             os.remove(tmp)
 
 
-def check_output_dir(path, flag="--output-dir"):
-    """Raises UserError, before any work, unless files can be written in folder `path`
-    (made later, by the first write, when missing): not a file, not read-only."""
+def check_output_dir(path, argument="output_dir"):
+    """Raises an ArgumentError naming `argument`, before any work, unless files can be written
+    in folder `path` (made later, by the first write, when missing): not a file, not read-only."""
     path = os.fspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
-        raise UserError(f"{flag}: {path} is a file, not a directory")
+        raise ArgumentError(argument, f"{path} is a file, not a directory")
     existing = os.path.abspath(path)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise UserError(f"{flag}: {path} cannot be made: {existing} is a file")
+        raise ArgumentError(argument, f"{path} cannot be made: {existing} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
         reason = "read-only file system" if _read_only(existing) else "permission denied"
-        raise UserError(f"{flag}: {path} is not writable ({reason})")
+        raise ArgumentError(argument, f"{path} is not writable ({reason})")
 
 
 def _read_only(folder):
@@ -152,12 +152,6 @@ def write_image(path, image):
         raise UserError(f"{path}: cannot encode an image with extension {ext}")
     with atomic_path(path) as tmp:
         encoded.tofile(tmp)
-
-
-def save_npy(path, array):
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,7 @@
 import dataclasses
 from typing import Optional
 
-from deeplab_xception.preprocessing import CENTRAL_FRACTION, CLASSIFIER_IMAGE_SIZE
+from deeplab_xception.data.preprocessing import CENTRAL_FRACTION, CLASSIFIER_IMAGE_SIZE
 from deeplab_xception.training import TrainerConfig
 
 

@@ -9,14 +9,14 @@ import os
 
 import tensorflow as tf
 
+from deeplab_xception.data.files import TF_IMAGE_EXTENSIONS, is_image_file, tfrecord_files
 from deeplab_xception.errors import UserError
-from pretrain import preprocessing
+from deeplab_xception.pretrain import preprocessing
 
 FEATURES = {
     "image/encoded": tf.io.FixedLenFeature([], tf.string),
     "image/class/label": tf.io.FixedLenFeature([], tf.int64),
 }
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".JPEG", ".JPG", ".PNG")
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -39,13 +39,6 @@ def check_tfrecord(path):
             raise UserError(f"{path}: records lack the feature '{name}' ({kind})")
 
 
-def tfrecord_files(pattern):
-    files = sorted(tf.io.gfile.glob(pattern)) if pattern else []
-    if not files:
-        raise UserError(f"{pattern or 'data.train'}: no TFRecord files match")
-    return files
-
-
 def check(data):
     """Fails early, with a UserError, on data the pipelines could only fail on mid-run."""
     for pattern in filter(None, (data.train, data.eval)):
@@ -65,7 +58,7 @@ def class_directory_files(directory):
     paths, labels = [], []
     for label, name in enumerate(classes, start=1):
         for file in sorted(os.listdir(os.path.join(directory, name))):
-            if file.endswith(IMAGE_EXTENSIONS):
+            if is_image_file(file, TF_IMAGE_EXTENSIONS):
                 paths.append(os.path.join(directory, name, file))
                 labels.append(label)
     if not paths:

@@ -1,11 +1,11 @@
 """Inception-style ImageNet preprocessing: a random distorted crop for training, a central crop for eval.
 
-Both end in the models' input range (`deeplab_xception.preprocessing`).
+Both end in the models' input range (`deeplab_xception.data.preprocessing`).
 """
 
 import tensorflow as tf
 
-from deeplab_xception.preprocessing import CENTRAL_FRACTION, CLASSIFIER_IMAGE_SIZE, preprocess
+from deeplab_xception.data.preprocessing import CENTRAL_FRACTION, CLASSIFIER_IMAGE_SIZE, preprocess
 
 # The crop distribution of Inception's training preprocessing.
 MIN_OBJECT_COVERED = 0.1

@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 
 from deeplab_xception import build_model
-from pretrain import data
+from deeplab_xception.pretrain import data
 
 
 class ClassificationTask:

@@ -7,7 +7,7 @@ the ignore label, random crop, random left-right flip.
 
 import tensorflow as tf
 
-from deeplab_xception.preprocessing import IGNORE_LABEL, MEAN_PIXEL, preprocess
+from deeplab_xception.data.preprocessing import IGNORE_LABEL, MEAN_PIXEL, preprocess
 
 
 def random_scale_factor(min_scale, max_scale, step):

@@ -10,11 +10,11 @@ rounding) and the same labels; tests/test_jax_training.py holds them to it.
 
 import numpy as np
 
-from deeplab_xception.preprocessing import IGNORE_LABEL, MEAN_PIXEL
+from deeplab_xception.data.preprocessing import IGNORE_LABEL, MEAN_PIXEL
 
 
 def preprocess(image):
-    """`deeplab_xception.preprocessing.preprocess` in numpy: [0, 255] to [-1, 1], float32."""
+    """`deeplab_xception.data.preprocessing.preprocess` in numpy: [0, 255] to [-1, 1], float32."""
     return image.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
 
 

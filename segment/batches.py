@@ -16,8 +16,8 @@ import os
 import keras
 import numpy as np
 
-from deeplab_xception.preprocessing import IGNORE_LABEL
-from segment import augment_numpy
+from deeplab_xception.data.preprocessing import IGNORE_LABEL
+from deeplab_xception.segment import augment_numpy
 
 PERMUTATION, AUGMENTATION = 0, 1  # the two uses of the seed, kept apart
 

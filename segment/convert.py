@@ -1,15 +1,15 @@
-"""Writes a dataset split as TFRecord shards: `python -m segment.convert --format voc ...`."""
+"""Writes a dataset split as TFRecord shards: `python -m deeplab_xception.segment.convert --format voc ...`."""
 
 import argparse
 import sys
 
 from deeplab_xception.errors import UserError
-from segment.datasets import FORMATS, load_dataset
-from segment.records import write_tfrecords
+from deeplab_xception.segment.datasets import FORMATS, load_dataset
+from deeplab_xception.segment.records import write_tfrecords
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m segment.convert", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m deeplab_xception.segment.convert", description=__doc__)
     parser.add_argument("--format", required=True, choices=sorted(FORMATS))
     parser.add_argument("--data", required=True, help="the dataset's root folder")
     parser.add_argument("--split", required=True)
@@ -23,7 +23,7 @@ def main(argv=None):
         for path in write_tfrecords(dataset, args.output_dir, args.split, args.num_shards):
             print(path)
     except UserError as e:
-        print(f"segment.convert: error: {e}", file=sys.stderr)
+        print(f"deeplab_xception.segment.convert: error: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -15,12 +15,12 @@ from tqdm import tqdm
 
 from deeplab_xception.backend import import_tensorflow
 from deeplab_xception.errors import UserError
-from deeplab_xception.inference import Segmenter
-from deeplab_xception.preprocessing import IGNORE_LABEL, MEAN_PIXEL
+from deeplab_xception.runtime.inference import Segmenter
+from deeplab_xception.data.preprocessing import IGNORE_LABEL, MEAN_PIXEL
 from deeplab_xception.io import atomic_path, write_json
 from deeplab_xception.models import with_output_stride
-from deeplab_xception.precision import resolve_precision
-from segment import pipeline
+from deeplab_xception.runtime.precision import resolve_precision
+from deeplab_xception.segment import pipeline
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)

@@ -18,18 +18,12 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from deeplab_xception.data.files import tfrecord_files
 from deeplab_xception.errors import UserError
-from segment import augment, records
+from deeplab_xception.segment import augment, records
 
 SHUFFLE_BUFFER = 1000
 OUT_OF_RANGE = "is out of range for"
-
-
-def tfrecord_files(pattern):
-    files = sorted(tf.io.gfile.glob(pattern))
-    if not files:
-        raise UserError(f"{pattern}: no TFRecord files match")
-    return files
 
 
 def record_pairs(pattern, input_context=None):

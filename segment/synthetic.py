@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from deeplab_xception.io import write_image
-from segment.datasets.generic import write_class_list
+from deeplab_xception.data.classes import write_class_list
 
 CLASSES = ("background", "disc", "square", "triangle")
 PALETTE = ((0, 0, 0), (220, 40, 40), (40, 200, 40), (50, 80, 230))

@@ -7,14 +7,14 @@ trainer; TensorFlow is imported only by the former.
 
 import keras
 
-from deeplab_xception.deeplab import DeepLabV3Plus
+from deeplab_xception.models.deeplab import DeepLabV3Plus
 from deeplab_xception.errors import UserError
-from deeplab_xception.layers import configure_batch_norms
+from deeplab_xception.models.layers import configure_batch_norms
 from deeplab_xception.models import build_model
-from deeplab_xception.preprocessing import IGNORE_LABEL
+from deeplab_xception.data.preprocessing import IGNORE_LABEL
 from deeplab_xception.training import WarmStart
-from segment import synthetic
-from segment.datasets import load_dataset
+from deeplab_xception.segment import synthetic
+from deeplab_xception.segment.datasets import load_dataset
 
 LOGITS = DeepLabV3Plus.LOGITS
 
@@ -73,7 +73,7 @@ class SegmentationTask:
         return WarmStart(init.weights, required=(*backbone, LOGITS), check=check)
 
     def train_dataset(self, input_context, batch_size):
-        from segment import pipeline
+        from deeplab_xception.segment import pipeline
 
         data = self.config.data
         if not data.tfrecords and self._train_files is None:
@@ -91,7 +91,7 @@ class SegmentationTask:
         """
         import tensorflow as tf
 
-        from segment import augment, pipeline
+        from deeplab_xception.segment import augment, pipeline
 
         data = self.config.data
         val_set, files = self._val_split()
@@ -112,7 +112,7 @@ class SegmentationTask:
 
     def train_batches(self, batch_size, seed):
         """The JAX trainer's input: `segment.batches.TrainBatches` over the dataset folder."""
-        from segment.batches import TrainBatches
+        from deeplab_xception.segment.batches import TrainBatches
 
         data = self.config.data
         if data.tfrecords:
@@ -126,7 +126,7 @@ class SegmentationTask:
 
     def eval_batches(self, batch_size):
         """The JAX trainer's view of the validation split: `segment.batches.EvalBatches`."""
-        from segment.batches import EvalBatches
+        from deeplab_xception.segment.batches import EvalBatches
 
         val_set, _ = self._val_split()
         return EvalBatches(val_set, batch_size, self.config.data.eval_crop_size)

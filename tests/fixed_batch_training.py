@@ -14,8 +14,8 @@ import numpy as np
 
 from deeplab_xception.config import load_config
 from deeplab_xception.training import prepare, train
-from segment.config import SegmentConfig
-from segment.task import SegmentationTask
+from deeplab_xception.segment.config import SegmentConfig
+from deeplab_xception.segment.task import SegmentationTask
 
 
 class RepeatedBatch(keras.utils.PyDataset):

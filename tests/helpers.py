@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from deeplab_xception.backbones import Backbone
+from deeplab_xception.models.backbones import Backbone
 
 def config_path(name):
     """The shipped config `name` (e.g. "pretrain_imagenet"), for `load_config`."""

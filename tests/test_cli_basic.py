@@ -13,7 +13,7 @@ from PIL import Image
 from deeplab_xception import build_model
 from deeplab_xception.cli import main
 from deeplab_xception.cli.classify import imagenet_names
-from deeplab_xception.inference import Segmenter
+from deeplab_xception.runtime.inference import Segmenter
 from deeplab_xception.io import read_image
 from conftest import REPO
 from helpers import central_crop_resized, randomize_weights
@@ -184,7 +184,7 @@ def test_convert_starts_a_deeplab_from_a_classifier_file_or_from_random_weights(
 
 
 def test_evaluate_refuses_a_model_without_a_trained_deeplab_head(files, tmp_path, capsys):
-    from segment.synthetic import write_synthetic_dataset
+    from deeplab_xception.segment.synthetic import write_synthetic_dataset
 
     classifier = str(files["root"] / "classifier.keras")
     data = write_synthetic_dataset(str(tmp_path / "shapes"), num_train=1, num_val=1, size=33)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from deeplab_xception import build_model
-from deeplab_xception import export as export_module
+from deeplab_xception.runtime import export as export_module
 from deeplab_xception.cli import main
-from deeplab_xception.inference import Segmenter
+from deeplab_xception.runtime.inference import Segmenter
 from deeplab_xception.io import write_image
 from deeplab_xception.models import with_output_stride
 from helpers import randomize_weights
@@ -261,7 +261,7 @@ def test_ctrl_c_between_the_renames_of_an_overwrite_keeps_the_previous_export(
 
 KILLED_EXPORT = """
 import os, pathlib, signal, sys
-from deeplab_xception import export
+from deeplab_xception.runtime import export
 calls, real = [], os.replace
 def replace(src, dst):
     calls.append(dst)

@@ -38,18 +38,19 @@ def test_help_imports_no_framework_and_answers_at_once():
 
 
 def test_name_lists_for_help_match_the_library():
-    from deeplab_xception.backbones import BACKBONES, reachable_output_strides
+    from deeplab_xception.models.backbones import BACKBONES, reachable_output_strides
     from deeplab_xception.cli import options
-    from deeplab_xception.inference import DEFAULT_MAX_PIXELS
-    from deeplab_xception.predict import named_datasets
-    from deeplab_xception.export import FORMATS as EXPORT_FORMATS
+    from deeplab_xception.runtime.inference import DEFAULT_MAX_PIXELS
+    from deeplab_xception.data.classes import NAMED
+    from deeplab_xception.runtime.export import FORMATS as EXPORT_FORMATS
     from deeplab_xception.models import KINDS
-    from deeplab_xception.precision import PRECISIONS
-    from segment.datasets import FORMATS
+    from deeplab_xception.runtime.precision import PRECISIONS
+    from deeplab_xception.segment.datasets import FORMATS
 
     assert options.KINDS == KINDS
     assert options.DATASET_FORMATS == tuple(sorted(FORMATS))
-    assert options.NAMED_DATASETS == tuple(sorted(named_datasets(FORMATS)))
+    assert options.NAMED_DATASETS == tuple(sorted(NAMED)) == tuple(
+        sorted(name for name, module in FORMATS.items() if hasattr(module, "CLASSES")))
     assert options.EXPORT_FORMATS == tuple(sorted(EXPORT_FORMATS))
     assert options.DEFAULT_MAX_PIXELS == DEFAULT_MAX_PIXELS
     assert options.PRECISIONS == PRECISIONS
@@ -89,14 +90,14 @@ def test_native_stdout_noise_and_library_deprecations_are_filtered_and_results_p
         "output_inference_type: FLOAT32\\n')\n"
         "os.write(1, b'kept from C++\\n')\n"
         "print('kept from Python')\n"
-        "for module in ('keras.src.export.tf2onnx_lib', 'deeplab_xception.export'):\n"
+        "for module in ('keras.src.export.tf2onnx_lib', 'deeplab_xception.runtime.export'):\n"
         "    warnings.warn_explicit('In the future `np.object` will be defined', FutureWarning,\n"
         "                           module.replace('.', '/') + '.py', 21, module=module)\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True,
                             text=True)
     assert sorted(result.stdout.splitlines()) == ["kept from C++", "kept from Python"]
     assert "tf2onnx_lib" not in result.stderr
-    assert "deeplab_xception/export.py:21: FutureWarning" in result.stderr
+    assert "deeplab_xception/runtime/export.py:21: FutureWarning" in result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +128,7 @@ def test_segment_prints_only_its_own_lines_unless_verbose(inputs, tmp_path, verb
         assert "cpu_feature_guard" in result.stderr or "cudart_stub" in result.stderr
     else:
         assert result.stderr.splitlines() == [own]
-    from deeplab_xception.precision import resolve_precision
+    from deeplab_xception.runtime.precision import resolve_precision
 
     assert result.stdout.splitlines() == [
         f"1 image segmented into {tmp_path} (computed in {resolve_precision('auto')}); 1 failed"]
@@ -136,7 +137,7 @@ def test_segment_prints_only_its_own_lines_unless_verbose(inputs, tmp_path, verb
 def test_inference_starts_as_the_model_then_folds_then_freezes_once_each_pays_off():
     import tensorflow as tf
 
-    from deeplab_xception.inference import compiled_call
+    from deeplab_xception.runtime.inference import compiled_call
 
     model = build_model("deeplab", backbone="xception_tiny", num_classes=3)
     randomize_weights(model, scale=0.2)

@@ -12,10 +12,10 @@ from pycocotools import mask as mask_utils
 
 from deeplab_xception.errors import UserError
 from deeplab_xception.io import read_image, write_image
-from segment import augment, convert, pipeline, records
-from segment.datasets import ade20k, base, cityscapes, load_dataset, voc
-from segment.datasets.generic import read_class_list, write_class_list
-from segment.synthetic import write_synthetic_dataset
+from deeplab_xception.segment import augment, convert, pipeline, records
+from deeplab_xception.segment.datasets import ade20k, base, cityscapes, load_dataset, voc
+from deeplab_xception.data.classes import read_class_list, write_class_list
+from deeplab_xception.segment.synthetic import write_synthetic_dataset
 
 RNG = np.random.default_rng(0)
 

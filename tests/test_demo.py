@@ -33,7 +33,7 @@ def test_demo_rejects_no_workers(tmp_path, capsys):
 def test_a_second_demo_in_the_same_folder_says_it_resumes_and_fresh_starts_over(
         tmp_path, capsys, monkeypatch):
     from deeplab_xception.cli import demo
-    from segment import synthetic
+    from deeplab_xception.segment import synthetic
 
     commands = []
     monkeypatch.setattr(demo, "_run", commands.append)

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from deeplab_xception import build_model
-from deeplab_xception.depthwise import ShiftedDepthwiseConv2D, shiftable, with_shifted_depthwise
+from deeplab_xception.models.depthwise import ShiftedDepthwiseConv2D, shiftable, with_shifted_depthwise
 from helpers import randomize_weights
 
 CASES = [  # height, width, kernel, stride, rate, padding (tf.nn takes no stride with a rate)

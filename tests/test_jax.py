@@ -21,17 +21,17 @@ from deeplab_xception import build_model
 from deeplab_xception.backend import COMPILATION_CACHE_VARIABLE, compilation_cache_dir
 from deeplab_xception.cli import main
 from deeplab_xception.errors import UserError
-from deeplab_xception.tiling import Tiling
+from deeplab_xception.runtime.tiling import Tiling
 from deeplab_xception.weights import checkpoint
 from helpers import randomize_weights
-from segment.synthetic import CLASSES, write_synthetic_dataset
+from deeplab_xception.segment.synthetic import CLASSES, write_synthetic_dataset
 
 # Runs each argv (a JSON list) through the CLI; prints per run its exit status, output,
 # whether TensorFlow was imported by then, and the (shape, precision) of every program
 # that the JAX inference functions compiled.
 DRIVER = r"""
 import contextlib, io, json, sys
-from deeplab_xception import inference
+from deeplab_xception.runtime import inference
 from deeplab_xception.cli import main
 
 functions = []

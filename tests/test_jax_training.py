@@ -15,11 +15,11 @@ import tensorflow as tf
 from deeplab_xception import build_model
 from deeplab_xception.cli import main
 from deeplab_xception.weights import load_model
-from segment import augment, augment_numpy
-from segment.batches import EvalBatches, TrainBatches
-from segment.datasets import load_dataset
-from segment.evaluate import evaluate
-from segment.synthetic import CLASSES, write_synthetic_dataset
+from deeplab_xception.segment import augment, augment_numpy
+from deeplab_xception.segment.batches import EvalBatches, TrainBatches
+from deeplab_xception.segment.datasets import load_dataset
+from deeplab_xception.segment.evaluate import evaluate
+from deeplab_xception.segment.synthetic import CLASSES, write_synthetic_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "tests", "fixed_batch_training.py")

@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 
 from deeplab_xception import build_model, load_model, with_output_stride
-from deeplab_xception.backbones import XceptionBackbone, reachable_output_strides
-from deeplab_xception.inference import Segmenter, fold_batch_norms
-from deeplab_xception.layers import resize_align_corners, scale_dimension, weights_to_come
+from deeplab_xception.models.backbones import XceptionBackbone, reachable_output_strides
+from deeplab_xception.runtime.inference import Segmenter, fold_batch_norms
+from deeplab_xception.models.layers import resize_align_corners, scale_dimension, weights_to_come
 from helpers import randomize_weights
 
 
@@ -167,7 +167,7 @@ def test_jax_backend_agrees_with_tensorflow(tiny_model_file, tmp_path):
     script = (
         "import sys, numpy as np, keras, deeplab_xception\n"
         "assert keras.backend.backend() == 'jax'\n"
-        "from deeplab_xception.inference import compiled_call\n"
+        "from deeplab_xception.runtime.inference import compiled_call\n"
         "m = deeplab_xception.load_model(sys.argv[1])\n"
         "x = np.load(sys.argv[2])\n"
         "np.save(sys.argv[3], keras.ops.convert_to_numpy(m(x)))\n"
@@ -202,18 +202,6 @@ def test_segmenter_is_exported_and_names_a_batch_it_cannot_take(tiny_model_file)
                 method(bad)
             assert str(error.value) == f"images: expected a batch N x H x W x 3, got shape {shape}"
     assert segmenter.labels(image[None]).shape == (1, 41, 53)
-
-
-def test_multiscale_flip_averages_every_pass(tiny_model_file):
-    model, _ = tiny_model_file
-    images = np.random.default_rng(0).integers(0, 256, (1, 41, 53, 3)).astype("uint8")
-    both = Segmenter(model, scales=(0.5, 1.0), flip=True).probabilities(images)
-    parts = [Segmenter(model, scales=(s,)).probabilities(im)
-             for s in (0.5, 1.0) for im in (images, images[:, :, ::-1])]
-    parts = [p if i % 2 == 0 else p[:, :, ::-1] for i, p in enumerate(parts)]
-    np.testing.assert_allclose(both, np.mean(parts, axis=0), atol=1e-5)
-    assert both.shape == (1, 41, 53, 4)
-    np.testing.assert_allclose(both.sum(-1), 1.0, atol=1e-5)
 
 
 def test_segmenter_runs_one_graph_for_images_of_every_size(tiny_model_file):

@@ -1,28 +1,45 @@
-"""What an installed wheel needs: shipped configs found by name from any folder (a real path
-first), listed by `deeplab-xception configs`; optional parts that name their extra."""
+"""What an installed wheel needs: deeplab_xception alone at its top, the configs inside it and
+found by name from any folder (a real path first), listed by `deeplab-xception configs`;
+optional parts that name their extra."""
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import zipfile
 
 import pytest
 import yaml
 
-import deeplab_xception
 from deeplab_xception import build_model
 from deeplab_xception.cli import main
 from deeplab_xception.config import find_config, load_config
 from deeplab_xception.errors import UserError
-from segment.config import SegmentConfig
+from deeplab_xception.segment.config import SegmentConfig
 
+REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
 # The folder the wheel ships, read directly rather than through importlib.resources.
-SHIPPED = pathlib.Path(deeplab_xception.__file__).parent / "configs"
+SHIPPED = REPOSITORY / "configs"
 
 
-def test_every_config_is_shipped_inside_the_package():
-    names = sorted(p.name for p in SHIPPED.glob("*.yaml"))
-    assert {"segment_tiny.yaml", "segment_voc.yaml", "pretrain_tiny.yaml"} <= set(names)
+def test_the_wheel_holds_deeplab_xception_alone_with_the_applications_and_configs_inside(tmp_path):
+    source = tmp_path / "source"  # a copy, so that the build writes nothing into the clone
+    for name in ("deeplab_xception", "pretrain", "segment", "configs"):
+        shutil.copytree(REPOSITORY / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.py", "pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPOSITORY / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--wheel-dir", str(tmp_path / "dist"), str(source)], check=True)
+    [wheel] = (tmp_path / "dist").glob("deeplab_xception-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {name.split("/")[0] for name in names} == {"deeplab_xception", wheel.name.split("-py")[0] + ".dist-info"}
+    for application in ("pretrain", "segment"):
+        modules = {p.relative_to(REPOSITORY).as_posix() for p in (REPOSITORY / application).rglob("*.py")}
+        assert {f"deeplab_xception/{module}" for module in modules} <= names
+    configs = {f"deeplab_xception/configs/{p.name}" for p in SHIPPED.glob("*.yaml")}
+    assert {"deeplab_xception/configs/segment_tiny.yaml", "deeplab_xception/configs/pretrain_tiny.yaml"} <= configs
+    assert configs <= names
 
 
 @pytest.mark.parametrize("spelling", ["segment_voc.yaml", "configs/segment_voc.yaml",

@@ -2,6 +2,9 @@
 path; bfloat16 computes what Keras' mixed_bfloat16 policy computes, logits in float32."""
 
 import collections
+import json
+import math
+import pathlib
 
 import keras
 import numpy as np
@@ -10,9 +13,9 @@ import pytest
 from deeplab_xception import build_model
 from deeplab_xception.cli import main
 from deeplab_xception.errors import UserError
-from deeplab_xception.inference import FrozenGraph, Segmenter, compiled_call, fold_batch_norms
-from deeplab_xception import precision
-from deeplab_xception.precision import (cpu_has_native_bf16, gpu_bfloat16_from, positions_per_call,
+from deeplab_xception.runtime.inference import FrozenGraph, Segmenter, compiled_call, fold_batch_norms
+from deeplab_xception.runtime import precision
+from deeplab_xception.runtime.precision import (cpu_has_native_bf16, gpu_bfloat16_from, positions_per_call,
                                         resolve_precision, with_precision)
 from helpers import randomize_weights
 
@@ -23,6 +26,7 @@ COOPER_LAKE = "flags\t\t: fpu sse2 avx2 fma avx512f avx512bw avx512_vnni avx512_
 ICE_LAKE = "flags\t\t: fpu sse2 avx2 fma avx512f avx512bw avx512_vnni\n"
 EPYC_MILAN = "flags\t\t: fpu sse2 avx avx2 fma f16c vaes vpclmulqdq\n"
 GRAVITON3 = "Features\t: fp asimd sve bf16 i8mm\n"
+RESULTS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
 @pytest.mark.parametrize("cpuinfo,native", [
@@ -39,28 +43,47 @@ def test_auto_is_bfloat16_only_where_the_cpu_has_it(tmp_path, cpuinfo, native):
 
 def test_unreadable_cpuinfo_means_float32(tmp_path):
     assert resolve_precision("auto", tmp_path / "missing") == "float32"
-    with pytest.raises(UserError, match="--precision: 'float16' is not one of auto"):
+    with pytest.raises(UserError, match="^precision: 'float16' is not one of auto"):
         resolve_precision("float16")
+
+
+def _measured_on_gpu():
+    """{(batch, output stride): (float32 ms, bfloat16 ms)} of xception_65 at 513 x 513, depthwise
+    shifted, as benchmarks/gpu.py recorded them on an H200 (benchmarks/results/)."""
+    measured = {}
+    for path in sorted(RESULTS.glob("gpu_h200_*.json")):
+        for config in json.loads(path.read_text())["configs"]:
+            runs = [config["results"].get(f"ours {p} depthwise=shifted", {}).get("ms")
+                    for p in ("float32", "bfloat16")]
+            if config["job"] == "inference" and None not in runs:
+                measured[config["batch"], config["output_stride"]] = tuple(runs)
+    return measured
 
 
 def test_auto_on_jax_is_bfloat16_only_on_gpus_and_calls_it_was_measured_faster_at(monkeypatch,
                                                                                    tmp_path):
-    assert gpu_bfloat16_from() == 65 * 65  # slower at 33 x 33 positions, faster from 65 x 65
+    measured = _measured_on_gpu()
+    assert len(measured) == 4
+    positions = {(batch, stride): batch * math.ceil(513 / stride) ** 2 for batch, stride in measured}
+    # The table `auto` decides by is the recorded measurements, rounded to 10 microseconds.
+    assert sorted(precision.GPU_MEASURED) == sorted(
+        (positions[key], round(f32, 2), round(bf16, 2)) for key, (f32, bf16) in measured.items())
     assert gpu_bfloat16_from([(10, 1.0, 0.9), (20, 1.0, 1.1), (30, 1.0, 0.8), (40, 1.0, 0.7)]) == 30
     assert gpu_bfloat16_from([(10, 1.0, 1.1)]) is None
-    assert positions_per_call((16, 513, 513, 3), 16) == 16 * 33 * 33
     amx = tmp_path / "cpuinfo"
     amx.write_text(SAPPHIRE_RAPIDS)
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
-    for gpu, batch, stride, expected in ((True, 1, 16, "float32"), (True, 1, 8, "bfloat16"),
-                                         (True, 16, 16, "bfloat16"), (False, 1, 8, "float32"),
-                                         (None, 16, 8, "float32")):  # None: no GPU, JAX on CPU
-        monkeypatch.setattr(precision, "_gpu_has_native_bf16", lambda: gpu)
-        positions = positions_per_call((batch, 513, 513, 3), stride)
-        assert resolve_precision("auto", amx, positions) == expected, (gpu, batch, stride)
-        assert resolve_precision("float32", amx, positions) == "float32"
     monkeypatch.setattr(precision, "_gpu_has_native_bf16", lambda: True)
+    for (batch, stride), (f32, bf16) in measured.items():  # bfloat16 wherever it was faster
+        shape = (batch, 513, 513, 3)
+        assert positions_per_call(shape, stride) == positions[batch, stride]
+        expected = "bfloat16" if bf16 < f32 else "float32"
+        assert resolve_precision("auto", amx, positions[batch, stride]) == expected, (batch, stride)
+        assert resolve_precision("float32", amx, positions[batch, stride]) == "float32"
     assert resolve_precision("auto", amx) == "float32"  # the call's size unknown
+    for gpu in (False, None):  # a GPU without bfloat16, or none (JAX on the CPU)
+        monkeypatch.setattr(precision, "_gpu_has_native_bf16", lambda: gpu)
+        assert resolve_precision("auto", amx, positions[16, 8]) == "float32"
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from keras import ops
 
-from deeplab_xception.preprocessing import (
+from deeplab_xception.data.preprocessing import (
     CENTRAL_FRACTION, CLASSIFIER_IMAGE_SIZE, MEAN_PIXEL, classifier_eval_array, preprocess,
     preprocess_array)
 from helpers import central_crop_resized
-from pretrain.preprocessing import classifier_eval_image
+from deeplab_xception.pretrain.preprocessing import classifier_eval_image
 
 
 def test_value_range_is_minus_one_to_one_with_the_mean_pixel_at_zero():

@@ -23,9 +23,9 @@ from deeplab_xception.training import FINAL_MODEL, train
 from deeplab_xception.weights.transfer import load_matching_weights
 from deeplab_xception.training.evaluator import evaluate
 from deeplab_xception.training.launcher import LocalCluster, cluster_layout
-from pretrain import data, synthetic
-from pretrain.config import PretrainConfig
-from pretrain.task import ClassificationTask
+from deeplab_xception.pretrain import data, synthetic
+from deeplab_xception.pretrain.config import PretrainConfig
+from deeplab_xception.pretrain.task import ClassificationTask
 
 from conftest import REPO
 

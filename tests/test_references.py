@@ -8,11 +8,11 @@ import tensorflow as tf
 
 from deeplab_xception import build_model
 from deeplab_xception.config import load_config
-from deeplab_xception.inference import Segmenter
+from deeplab_xception.runtime.inference import Segmenter
 from deeplab_xception.training import FINAL_MODEL, OptimizerConfig, ScheduleConfig, TrainerConfig, train
 from deeplab_xception.training.optimization import learning_rate
 from helpers import config_path, randomize_weights
-from pretrain.config import PretrainConfig
+from deeplab_xception.pretrain.config import PretrainConfig
 
 # The official values (tensorflow/models research/deeplab): xception_arg_scope and the head's scope.
 BACKBONE_BN_EPSILON, HEAD_BN_EPSILON, BN_DECAY = 1e-3, 1e-5, 0.9997

@@ -13,18 +13,18 @@ from deeplab_xception import build_model, with_output_stride
 from deeplab_xception.cli import main
 from deeplab_xception.config import load_config
 from deeplab_xception.errors import UserError
-from deeplab_xception.inference import Segmenter
+from deeplab_xception.runtime.inference import Segmenter
 from deeplab_xception.io import read_image, write_image
-from deeplab_xception.preprocessing import IGNORE_LABEL
+from deeplab_xception.data.preprocessing import IGNORE_LABEL
 from deeplab_xception.training.trainer import apply_warm_start
 from deeplab_xception.weights.transfer import load_matching_weights
-from segment import pipeline
-from segment.config import SegmentConfig
-from segment.datasets import load_dataset
-from segment.datasets.generic import read_class_list, write_class_list
-from segment.evaluate import evaluate
-from segment.synthetic import CLASSES, PALETTE, make_example, write_synthetic_dataset
-from segment.task import SegmentationTask
+from deeplab_xception.segment import pipeline
+from deeplab_xception.segment.config import SegmentConfig
+from deeplab_xception.segment.datasets import load_dataset
+from deeplab_xception.data.classes import read_class_list, write_class_list
+from deeplab_xception.segment.evaluate import evaluate
+from deeplab_xception.segment.synthetic import CLASSES, PALETTE, make_example, write_synthetic_dataset
+from deeplab_xception.segment.task import SegmentationTask
 
 TINY = "segment_tiny.yaml"  # shipped with the package, found by name
 

@@ -17,8 +17,8 @@ import tensorflow as tf
 from deeplab_xception import build_model
 from deeplab_xception.cli import main
 from deeplab_xception.errors import UserError
-from deeplab_xception.inference import Segmenter
-from deeplab_xception.tiling import ScaledImages, tile_spans
+from deeplab_xception.runtime.inference import Segmenter
+from deeplab_xception.runtime.tiling import ScaledImages, tile_spans
 from helpers import randomize_weights
 
 NUM_CLASSES = 4
@@ -170,7 +170,7 @@ def test_a_decompression_bomb_is_refused_from_its_header(tiny, tmp_path, capsys)
     _png(bomb, 20000, 20000)
     assert bomb.stat().st_size < 200_000
     probe = ("import resource, sys, time\n"
-             "from deeplab_xception.predict import read_batches\n"
+             "from deeplab_xception.runtime.predict import read_batches\n"
              "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
              "start = time.perf_counter()\n"
              "failed = []\n"
@@ -182,9 +182,9 @@ def test_a_decompression_bomb_is_refused_from_its_header(tiny, tmp_path, capsys)
                             text=True, check=True)
     seconds, grown_kib = map(float, result.stdout.splitlines()[0].split())
     assert seconds < 1.0 and grown_kib < 20_000  # decoding would take 1.2 GB
-    assert result.stdout.splitlines()[1] == (
+    assert result.stdout.splitlines()[1] == (  # the library names its argument, the CLI its flag
         f"{bomb}: 20000x20000 pixels (400 megapixels) exceed the limit of 100 megapixels "
-        "(--max-pixels)")
+        "(max_pixels)")
 
     out = tmp_path / "out"
     assert main(["segment", str(bomb), "--weights", weights, "--output-dir", str(out)]) == 2
@@ -251,7 +251,7 @@ def test_hdr_sizes_come_from_their_header_and_every_refused_file_is_skipped_by_n
     """PIL reads no Radiance header: a 60000x60000 HDR (OpenCV's decoder refuses it with a
     cv2.error) is refused from the header the package reads, a small one over the limit is
     skipped by name, and the rest of the run goes on."""
-    from deeplab_xception import predict
+    from deeplab_xception.runtime import predict
 
     _, weights = tiny
     bomb = tmp_path / "bomb.hdr"

@@ -143,7 +143,7 @@ def test_local_cluster_spec_and_layout():
 ])
 def test_config_values_are_checked_when_the_config_loads(overrides, message):
     from deeplab_xception.config import load_config
-    from segment.config import SegmentConfig
+    from deeplab_xception.segment.config import SegmentConfig
 
     with pytest.raises(UserError, match=re.escape(message)):
         load_config(SegmentConfig, "segment_tiny.yaml", overrides)
@@ -153,7 +153,7 @@ def test_config_values_are_checked_when_the_config_loads(overrides, message):
 
 def test_a_config_whose_top_level_is_not_a_mapping_is_one_line(tmp_path):
     from deeplab_xception.config import load_config
-    from segment.config import SegmentConfig
+    from deeplab_xception.segment.config import SegmentConfig
 
     listed = tmp_path / "listed.yaml"
     listed.write_text("- model\n- data\n")
@@ -265,9 +265,9 @@ def test_the_copier_refuses_weights_trained_with_another_depthwise_layout():
 def test_resumed_runs_and_evaluators_never_open_the_initial_weights(tmp_path):
     """init.weights is read once, at the first start; afterwards the file may be gone."""
     from deeplab_xception.config import load_config
-    from segment.config import SegmentConfig
-    from segment.synthetic import write_synthetic_dataset
-    from segment.task import SegmentationTask
+    from deeplab_xception.segment.config import SegmentConfig
+    from deeplab_xception.segment.synthetic import write_synthetic_dataset
+    from deeplab_xception.segment.task import SegmentationTask
 
     root = write_synthetic_dataset(str(tmp_path / "shapes"), num_train=8, num_val=2, size=33)
     source = build_model("deeplab", backbone="xception_tiny", num_classes=4, input_shape=(33, 33, 3))

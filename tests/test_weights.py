@@ -12,12 +12,12 @@ import pytest
 import tensorflow as tf
 
 from deeplab_xception import build_model, load_model
-from deeplab_xception.backbones import XceptionBackbone
-from deeplab_xception.classifier import XceptionClassifier
-from deeplab_xception.deeplab import DeepLabV3Plus
+from deeplab_xception.models.backbones import XceptionBackbone
+from deeplab_xception.models.classifier import XceptionClassifier
+from deeplab_xception.models.deeplab import DeepLabV3Plus
 from deeplab_xception.errors import UserError
 from deeplab_xception.weights import ZOO, official_variables
-from deeplab_xception.preprocessing import INCEPTION
+from deeplab_xception.data.preprocessing import INCEPTION
 from deeplab_xception.weights.official import OFFICIAL_SCOPES
 from deeplab_xception.weights.transfer import copy_matching_weights, load_matching_weights
 from helpers import randomize_weights

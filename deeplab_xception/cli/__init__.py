@@ -12,8 +12,11 @@ import sys
 
 from deeplab_xception.backend import BACKENDS, use_backend
 from deeplab_xception.cli.quiet import filter_native_output, quiet_environment
-from deeplab_xception.errors import ClusterLost, UserError
+from deeplab_xception.errors import ArgumentError, ClusterLost, UserError
 
+# The library's arguments that the main parser's flags set; each subcommand module may add its
+# own in FLAGS, so that an ArgumentError reads as the command line says it.
+FLAGS = {"backend": "--backend"}
 # Subcommand modules under deeplab_xception.cli, in the order `--help` lists them.
 COMMANDS = ("demo", "segment", "classify", "export", "convert", "budget", "pretrain", "finetune", "evaluate",
             "configs")
@@ -51,6 +54,11 @@ def main(argv=None, filter_output=False):
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
         return 128 + signal.SIGPIPE  # as a command that SIGPIPE ended
+    except ArgumentError as e:
+        command = importlib.import_module(f"deeplab_xception.cli.{args.command}")
+        error = e.for_flags({**FLAGS, **getattr(command, "FLAGS", {})})
+        print(f"deeplab-xception {args.command}: error: {error}", file=sys.stderr)
+        return 2
     except UserError as e:
         print(f"deeplab-xception {args.command}: error: {e}", file=sys.stderr)
         return 2

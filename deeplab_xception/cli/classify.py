@@ -3,10 +3,11 @@
 import json
 import sys
 
-from deeplab_xception.cli.options import DEFAULT_MAX_PIXELS, add_max_pixels_option
+from deeplab_xception.cli.options import DEFAULT_MAX_PIXELS, add_max_pixels_option, flag_message
 from deeplab_xception.errors import UserError
 
 BATCH_SIZE = 8  # images read, cropped and classified together; only these are held
+FLAGS = {"max_pixels": "--max-pixels"}
 
 
 def top_k(probabilities, k):
@@ -34,8 +35,8 @@ def crops(paths, size, central_fraction, failed, max_pixels=DEFAULT_MAX_PIXELS):
     files of more than `max_pixels`, go to `failed(message)`."""
     import numpy as np
 
-    from deeplab_xception.predict import read_within_limit
-    from deeplab_xception.preprocessing import classifier_eval_array
+    from deeplab_xception.runtime.predict import read_within_limit
+    from deeplab_xception.data.preprocessing import classifier_eval_array
 
     batch = []
     for path in paths:
@@ -43,7 +44,7 @@ def crops(paths, size, central_fraction, failed, max_pixels=DEFAULT_MAX_PIXELS):
             image = read_within_limit(path, max_pixels=max_pixels)
             batch.append((path, classifier_eval_array(image, size, central_fraction)))
         except UserError as e:
-            failed(str(e))
+            failed(flag_message(e, FLAGS))
             continue
         if len(batch) == BATCH_SIZE:
             yield [p for p, _ in batch], np.stack([c for _, c in batch])
@@ -59,10 +60,10 @@ def report(message):
 def run(args):
     import numpy as np
 
-    from deeplab_xception.classifier import XceptionClassifier
-    from deeplab_xception.inference import compiled_call
-    from deeplab_xception.preprocessing import CENTRAL_FRACTION, CLASSIFIER_IMAGE_SIZE
-    from deeplab_xception.tiling import softmax
+    from deeplab_xception.models.classifier import XceptionClassifier
+    from deeplab_xception.runtime.inference import compiled_call
+    from deeplab_xception.data.preprocessing import CENTRAL_FRACTION, CLASSIFIER_IMAGE_SIZE
+    from deeplab_xception.runtime.tiling import softmax
     from deeplab_xception.weights import load_model
 
     if args.top_k < 1:

@@ -10,7 +10,7 @@ FLAGS = {"kind": "--kind", "num_classes": "--num-classes", "output_stride": "--o
 
 def describe(model):
     """One line: what the model is, its classes, output stride and size."""
-    from deeplab_xception.backbones import Backbone
+    from deeplab_xception.models.backbones import Backbone
 
     backbone = model if isinstance(model, Backbone) else model.backbone
     parts = [f"{model.__class__.__name__} on {backbone.name}"]

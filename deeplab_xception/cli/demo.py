@@ -44,7 +44,7 @@ def _run(argv):
 
 
 def run(args):
-    from segment.synthetic import write_synthetic_dataset
+    from deeplab_xception.segment.synthetic import write_synthetic_dataset
 
     if args.workers < 1:
         raise UserError(f"--workers: must be at least 1, got {args.workers}")

@@ -2,6 +2,9 @@
 
 from deeplab_xception.cli.options import DATASET_FORMATS, add_eval_options, add_precision_option
 
+FLAGS = {"output_dir": "--output-dir", "scales": "--scales", "precision": "--precision",
+         "output_stride": "--output-stride"}
+
 
 def register(subparsers):
     parser = subparsers.add_parser(
@@ -33,7 +36,7 @@ def eval_crop_size(values, weights, format):
     """(height, width) or None from --eval-crop-size, the zoo entry or the dataset format."""
     from deeplab_xception.errors import UserError
     from deeplab_xception.weights.zoo import ZOO
-    from segment.datasets import FORMATS
+    from deeplab_xception.segment.datasets import FORMATS
 
     if values is None:
         zoo = ZOO.get(weights)
@@ -48,10 +51,10 @@ def eval_crop_size(values, weights, format):
 
 def run(args):
     from deeplab_xception.io import check_output_dir
-    from deeplab_xception.predict import load_segmentation_model
-    from segment.datasets import load_dataset
-    from segment.evaluate import evaluate, format_table
-    from segment.pipeline import label_errors_reported
+    from deeplab_xception.runtime.predict import load_segmentation_model
+    from deeplab_xception.segment.datasets import load_dataset
+    from deeplab_xception.segment.evaluate import evaluate, format_table
+    from deeplab_xception.segment.pipeline import label_errors_reported
 
     check_output_dir(args.output_dir)  # before the evaluation, not after it
     crop = eval_crop_size(args.eval_crop_size, args.weights, args.format)

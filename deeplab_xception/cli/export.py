@@ -4,7 +4,7 @@ SavedModel, ONNX or TFLite file."""
 import sys
 
 from deeplab_xception.cli.options import (EXPORT_FORMATS, add_eval_options, add_overlap_option)
-from deeplab_xception.errors import ArgumentError, UserError
+from deeplab_xception.errors import UserError
 
 FLAGS = {"format": "--format", "scales": "--scales", "tile": "--tile", "overlap": "--overlap",
          "outputs": "--outputs", "probabilities_dtype": "--probabilities-dtype",
@@ -14,7 +14,7 @@ FLAGS = {"format": "--format", "scales": "--scales", "tile": "--tile", "overlap"
 
 def calibration_images(spec):
     """The image paths under --calibration-images (a directory or glob pattern), or ()."""
-    from deeplab_xception.predict import find_images
+    from deeplab_xception.runtime.predict import find_images
 
     if spec is None:
         return ()
@@ -29,28 +29,26 @@ def stage(text):
 
 
 def run(args):
-    from deeplab_xception.export import (ExportOptions, check_request, check_target, export,
-                                         require_modules)
-    from deeplab_xception.predict import load_segmentation_model
+    from deeplab_xception.runtime.export import (ExportOptions, check_request, check_target,
+                                                 export, require_modules)
+    from deeplab_xception.runtime.predict import load_segmentation_model
 
     def options(align):
         return ExportOptions(args.format, args.scales, args.flip, args.tile, args.overlap,
                              args.outputs.split(","), args.probabilities_dtype, args.input_size,
                              align=align)
 
-    try:  # everything checked before the minutes of loading and tracing
-        calibration = calibration_images(args.calibration_images)
-        computed_in = check_request(options(args.output_stride or 16), args.precision,
-                                    args.quantize, calibration)
-        check_target(args.output, args.format, args.overwrite)
-        require_modules(args.format)
-        model = load_segmentation_model(args.weights, args.output_stride)
-        procedure = options(model.output_stride)
-        path = export(model, args.output, args.format, procedure, precision=args.precision,
-                      quantize=args.quantize, calibration_images=calibration,
-                      overwrite=args.overwrite, progress=stage)
-    except ArgumentError as e:
-        raise e.for_flags(FLAGS) from None
+    # Everything checked before the minutes of loading and tracing.
+    calibration = calibration_images(args.calibration_images)
+    computed_in = check_request(options(args.output_stride or 16), args.precision,
+                                args.quantize, calibration)
+    check_target(args.output, args.format, args.overwrite)
+    require_modules(args.format)
+    model = load_segmentation_model(args.weights, args.output_stride)
+    procedure = options(model.output_stride)
+    path = export(model, args.output, args.format, procedure, precision=args.precision,
+                  quantize=args.quantize, calibration_images=calibration,
+                  overwrite=args.overwrite, progress=stage)
     print(f"{path}: {args.format}, {procedure.describe()}; {model.num_classes} classes, "
           f"computed in {computed_in}")
 

@@ -19,11 +19,11 @@ def run(args):
 
     from deeplab_xception.config import load_config
     from deeplab_xception.io import atomic_path
-    from deeplab_xception.predict import class_list_beside
+    from deeplab_xception.runtime.predict import class_list_beside
     from deeplab_xception.training import FINAL_MODEL, prepare, train
-    from segment.datasets.generic import write_class_list
-    from segment.config import SegmentConfig
-    from segment.task import SegmentationTask
+    from deeplab_xception.data.classes import write_class_list
+    from deeplab_xception.segment.config import SegmentConfig
+    from deeplab_xception.segment.task import SegmentationTask
 
     config = load_config(SegmentConfig, args.config, args.overrides)
     prepare(config.trainer)
@@ -33,7 +33,7 @@ def run(args):
         errors = contextlib.nullcontext()  # labels are checked as numpy reads them
     else:
         from deeplab_xception.training.cluster import is_chief
-        from segment.pipeline import label_errors_reported
+        from deeplab_xception.segment.pipeline import label_errors_reported
 
         errors, chief = label_errors_reported(task.train_set), is_chief()
     with errors:

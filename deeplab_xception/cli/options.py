@@ -6,13 +6,21 @@ Keras. The name lists below mirror the library's registries (a test checks).
 
 import argparse
 
+from deeplab_xception.errors import ArgumentError
+
 KINDS = ("deeplab", "classifier", "backbone")  # deeplab_xception.models.KINDS
 DATASET_FORMATS = ("ade20k", "cityscapes", "coco", "generic", "voc")  # segment.datasets.FORMATS
 NAMED_DATASETS = ("ade20k", "cityscapes", "voc")  # the formats with a fixed class list
-EXPORT_FORMATS = ("onnx", "saved_model", "tflite")  # deeplab_xception.export.FORMATS
-PRECISIONS = ("auto", "float32", "bfloat16")  # deeplab_xception.precision.PRECISIONS
-DEFAULT_MAX_PIXELS = 100_000_000  # deeplab_xception.inference.DEFAULT_MAX_PIXELS
+EXPORT_FORMATS = ("onnx", "saved_model", "tflite")  # deeplab_xception.runtime.export.FORMATS
+PRECISIONS = ("auto", "float32", "bfloat16")  # deeplab_xception.runtime.precision.PRECISIONS
+DEFAULT_MAX_PIXELS = 100_000_000  # deeplab_xception.runtime.inference.DEFAULT_MAX_PIXELS
 OUTPUT_STRIDES = (4, 8, 16, 32)  # every registered backbone's reachable_output_strides, together
+
+
+def flag_message(error, flags):
+    """A library error's message as the command line says it: an ArgumentError names the
+    flag `flags[argument]` (the library names its API argument)."""
+    return str(error.for_flags(flags) if isinstance(error, ArgumentError) else error)
 
 
 def positive_scale(text):

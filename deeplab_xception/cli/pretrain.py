@@ -9,6 +9,8 @@ import sys
 
 from deeplab_xception.errors import UserError
 
+FLAGS = {"cluster": "--local-cluster"}
+
 
 def register(subparsers):
     parser = subparsers.add_parser(
@@ -41,12 +43,16 @@ def _child_command(args):
 
 def run(args):
     from deeplab_xception.config import load_config
-    from pretrain.config import PretrainConfig
+    from deeplab_xception.pretrain.config import PretrainConfig
 
     config = load_config(PretrainConfig, args.config, args.overrides)
     config.trainer.validate()
     if config.data.synthetic:
         _write_synthetic(config)
+    if (config.trainer.strategy == "parameter_server" and not args.local_cluster
+            and not os.environ.get("TF_CONFIG") and args.role != "evaluator"):
+        raise UserError("strategy parameter_server: TF_CONFIG must list ps and worker tasks "
+                        "(or use --local-cluster workers=N,ps=M)")
     if args.local_cluster:
         from deeplab_xception.training import launcher
 
@@ -59,7 +65,7 @@ def run(args):
     if args.role == "evaluator":
         os.environ["TF_CONFIG"] = '{"task": {"type": "evaluator", "index": 0}}'
     from deeplab_xception.training import prepare, train
-    from pretrain.task import ClassificationTask
+    from deeplab_xception.pretrain.task import ClassificationTask
 
     prepare(config.trainer)
     train(ClassificationTask(config), config.trainer)
@@ -70,7 +76,7 @@ def _write_synthetic(config):
     """The learnable synthetic set at `data.train`'s folder, unless already there."""
     import glob
 
-    from pretrain import synthetic
+    from deeplab_xception.pretrain import synthetic
 
     directory = os.path.dirname(config.data.train)
     if glob.glob(config.data.train):

@@ -3,9 +3,13 @@
 import os
 import sys
 
-from deeplab_xception.cli.options import (NAMED_DATASETS, add_eval_options, add_overlap_option,
-                                          add_max_pixels_option, add_precision_option)
+from deeplab_xception.cli.options import (NAMED_DATASETS, add_eval_options, add_max_pixels_option,
+                                          add_overlap_option, add_precision_option, flag_message)
 from deeplab_xception.errors import UserError
+
+FLAGS = {"output_dir": "--output-dir", "dataset": "--dataset", "max_pixels": "--max-pixels",
+         "scales": "--scales", "precision": "--precision", "output_stride": "--output-stride",
+         "tile": "--tile", "overlap": "--overlap"}
 
 
 def report(message):
@@ -17,9 +21,9 @@ def report(message):
 def run(args):
     from tqdm import tqdm
 
-    from deeplab_xception.inference import Segmenter
+    from deeplab_xception.runtime.inference import Segmenter
     from deeplab_xception.io import check_output_dir
-    from deeplab_xception.predict import (class_table, find_images, load_segmentation_model,
+    from deeplab_xception.runtime.predict import (class_table, find_images, load_segmentation_model,
                                           plan_outputs, read_batches, segment_batch)
 
     if args.batch_size < 1:
@@ -45,7 +49,8 @@ def run(args):
                           overlap=args.overlap, max_pixels=args.max_pixels, precision=args.precision)
     done = 0
     with tqdm(total=len(images), unit="image", disable=len(images) < 2 or None) as progress:
-        def unreadable(message):
+        def unreadable(error):
+            message = flag_message(error, FLAGS)
             failed.append(message)
             report(message)
             progress.update()

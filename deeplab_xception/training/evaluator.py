@@ -23,16 +23,13 @@ def final_step(model_dir):
 
 
 def evaluate_checkpoint(task, model, batch_size):
-    """({metric name: value}, {summary name: images}) of `model` over one pass of the eval data."""
+    """{metric name: value} of `model` over one pass of the eval data."""
     metrics = task.metrics()
-    images = {}
     for features, labels in task.eval_dataset(batch_size):
         outputs = model(features, training=False)
         for metric in metrics:
             metric.update_state(labels, outputs)
-        if not images and hasattr(task, "image_summaries"):
-            images = task.image_summaries(features, labels, outputs) or {}
-    return {metric.name: float(metric.result()) for metric in metrics}, images
+    return {metric.name: float(metric.result()) for metric in metrics}
 
 
 def evaluate(task, config: TrainerConfig, timeout=None):
@@ -70,12 +67,10 @@ def evaluate(task, config: TrainerConfig, timeout=None):
         idle = 0.0
         checkpoint.restore(path).expect_partial()
         current = state.value(step)
-        values, images = evaluate_checkpoint(task, model, config.batch_size_per_replica)
+        values = evaluate_checkpoint(task, model, config.batch_size_per_replica)
         with writer.as_default(step=current):
             for name, value in values.items():
                 tf.summary.scalar(name, value)
-            for name, value in images.items():
-                tf.summary.image(name, value, max_outputs=4)
         writer.flush()
         results[str(current)] = values
         write_json(results_path, results, indent=1)

@@ -33,7 +33,7 @@ import keras
 from keras import ops
 
 from deeplab_xception.backend import enable_compilation_cache, keep_keras_off_tensorflow
-from deeplab_xception.depthwise import with_shifted_depthwise
+from deeplab_xception.models.depthwise import with_shifted_depthwise
 from deeplab_xception.errors import UserError
 from deeplab_xception.io import atomic_path, write_json
 from deeplab_xception.training.config import EVAL_RESULTS, FINAL_MODEL, FINAL_STEP

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from deeplab_xception.errors import ClusterLost, UserError
+from deeplab_xception.errors import ArgumentError, ClusterLost
 
 # Fewer inter-op threads than a PS cluster's concurrent RPCs need deadlocks
 # small machines: TF sizes the pool from the core count.
@@ -31,10 +31,10 @@ def parse_spec(text):
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, _, value = item.partition("=")
         if key not in SPEC_KEYS or not value.isdigit():
-            raise UserError(f"--local-cluster: {item!r}: expected workers=N,ps=M[,evaluator=1]")
+            raise ArgumentError("cluster", f"{item!r}: expected workers=N,ps=M[,evaluator=1]")
         spec[key] = int(value)
     if spec["workers"] < 1:
-        raise UserError("--local-cluster: needs workers=N with N >= 1")
+        raise ArgumentError("cluster", "needs workers=N with N >= 1")
     return spec
 
 
@@ -100,7 +100,7 @@ class LocalCluster:
                         print(f"training done; waiting for {self._names(pending)} to evaluate "
                               "the last checkpoint", flush=True)
             if pending and deadline is not None and time.time() > deadline:
-                print(f"--local-cluster: timed out after {timeout:g} s waiting for "
+                print(f"local cluster: timed out after {timeout:g} s waiting for "
                       f"{self._names(pending)}", file=sys.stderr, flush=True)
                 return TIMED_OUT
             time.sleep(0.2)
@@ -128,19 +128,20 @@ class LocalCluster:
         self.stop()
 
 
-def run(command, spec_text, strategy, restarts=3, timeout=None):
-    """Runs `command` as a local cluster for `strategy`; returns the job's exit status.
+def run(command, cluster, strategy, restarts=3, timeout=None):
+    """Runs `command` as a local `cluster` ('workers=2,ps=1[,evaluator=1]') for `strategy`;
+    returns the job's exit status.
 
     A lost parameter server restarts the whole cluster, at most `restarts`
     times; `timeout` (seconds) bounds each attempt.
     """
-    spec = parse_spec(spec_text)
+    spec = parse_spec(cluster)
     if strategy == "parameter_server" and spec["ps"] < 1:
-        raise UserError("--local-cluster: the parameter_server strategy needs ps=M with M >= 1")
+        raise ArgumentError("cluster", "the parameter_server strategy needs ps=M with M >= 1")
     if strategy == "multi_worker" and spec["ps"]:
-        raise UserError("--local-cluster: the multi_worker strategy takes no ps")
+        raise ArgumentError("cluster", "the multi_worker strategy takes no ps")
     if strategy not in ("parameter_server", "multi_worker"):
-        raise UserError(f"--local-cluster: needs strategy parameter_server or multi_worker, "
+        raise ArgumentError("cluster", f"needs strategy parameter_server or multi_worker, "
                         f"not {strategy}")
     for attempt in range(restarts + 1):
         with LocalCluster(command, cluster_layout(spec["workers"], spec["ps"]),

@@ -32,7 +32,7 @@ def _new_strategy(config):
         return tf.distribute.MultiWorkerMirroredStrategy()
     if not jobs.get("ps") or not jobs.get("worker"):
         raise UserError("strategy parameter_server: TF_CONFIG must list ps and worker tasks "
-                        "(or use --local-cluster workers=N,ps=M)")
+                        "(or run the job as a local cluster, training.launcher)")
     silent = cluster.silent_tasks()
     if silent:
         print(f"waiting for {', '.join(silent)} to answer (not reachable yet; check that they "

@@ -17,17 +17,24 @@ the data in independent orders.
 """
 
 import dataclasses
-from typing import Callable, Optional, Protocol, runtime_checkable
+from typing import Callable, Optional, Protocol
 
 import keras
 
 
-@runtime_checkable
 class Task(Protocol):
     """The interface `deeplab_xception.training.train` runs.
 
-    Required: `build_model`, `train_dataset`, `loss`. Optional (looked up with
-    getattr): `eval_dataset`, `metrics`, `image_summaries`.
+    Required: `build_model`, `train_dataset`, `loss`. Optional, used when present:
+    - `warm_start(model)`: a `WarmStart` (or None) for a fresh model; opened only
+      when no checkpoint exists, never in an evaluator;
+    - `eval_dataset(batch_size)`: one ordered pass of (features, labels) batches, and
+      `metrics()`: fresh Keras metrics updated as `update_state(labels, outputs)`,
+      which the evaluator computes for every checkpoint;
+    - `train_batches(batch_size, seed)` and `eval_batches(batch_size)`: the JAX
+      trainer's `keras.utils.PyDataset`s (no TensorFlow); item `i` of the first is
+      the global batch of step i + 1, a pure function of (seed, i), so a resumed run
+      reads on.
     """
 
     def build_model(self) -> keras.Model:
@@ -65,38 +72,3 @@ class WarmStart:
     required: tuple = ()                 # layers the source must hold, with the same shapes
     skip: tuple = ()                     # layers never copied (a new head's logits)
     check: Optional[Callable] = None     # check(source model): a UserError when it cannot serve
-
-
-class OptionalTaskMethods(Protocol):
-    """Methods a task may add; the trainer and the evaluator use them when present."""
-
-    def warm_start(self, model: keras.Model) -> Optional[WarmStart]:
-        """Where `model` (fresh from `build_model`) takes its starting weights, or None.
-
-        The trainer opens the source only when no checkpoint exists, once per
-        process that holds the model (the chief, or every synchronous worker),
-        and never in an evaluator.
-        """
-
-    def eval_dataset(self, batch_size: int) -> "tf.data.Dataset":
-        """A finite dataset of (features, labels) batches for the evaluator: one pass, in order."""
-
-    def metrics(self) -> list:
-        """Fresh Keras 3 metrics, each updated as `metric.update_state(labels, outputs)`.
-
-        The evaluator computes them over `eval_dataset` for every checkpoint
-        and writes `metric.result()` under the metric's name.
-        """
-
-    def train_batches(self, batch_size: int, seed: int) -> keras.utils.PyDataset:
-        """The JAX trainer's input (no TensorFlow): an infinite PyDataset whose item `i` is
-        the (features, labels) numpy batch of `batch_size` (global: every device's share)
-        for step i + 1, a pure function of (seed, i), so a resumed run reads on from step
-        i. Its `workers` and `use_multiprocessing` say how the trainer computes batches ahead.
-        """
-
-    def eval_batches(self, batch_size: int) -> keras.utils.PyDataset:
-        """The JAX trainer's evaluation data: a finite PyDataset of equally shaped batches."""
-
-    def image_summaries(self, features, labels, outputs) -> Optional[dict]:
-        """{name: uint8 or [0, 1] float NHWC images} written to TensorBoard by the evaluator."""

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from deeplab_xception.errors import ClusterLost, UserError
 from deeplab_xception.io import atomic_path, write_json
-from deeplab_xception.layers import configure_batch_norms
+from deeplab_xception.models.layers import configure_batch_norms
 from deeplab_xception.training import cluster, evaluator, state
 from deeplab_xception.training.config import FINAL_MODEL
 from deeplab_xception.training.optimization import (

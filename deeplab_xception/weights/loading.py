@@ -5,11 +5,11 @@ import os
 import h5py
 import keras
 
-from deeplab_xception.backbones import KERAS_APPLICATIONS_VARIANT, Backbone
-from deeplab_xception.classifier import XceptionClassifier
-from deeplab_xception.deeplab import DeepLabV3Plus
+from deeplab_xception.models.backbones import KERAS_APPLICATIONS_VARIANT, Backbone
+from deeplab_xception.models.classifier import XceptionClassifier
+from deeplab_xception.models.deeplab import DeepLabV3Plus
 from deeplab_xception.errors import ArgumentError, UserError
-from deeplab_xception.layers import weights_to_come
+from deeplab_xception.models.layers import weights_to_come
 from deeplab_xception.models import build_model, with_output_stride
 from deeplab_xception.weights.checkpoint import OfficialCheckpoint
 from deeplab_xception.weights.sources import local_path

@@ -9,8 +9,8 @@ mapping holds for every variant, output stride and head option.
 
 from keras import layers
 
-from deeplab_xception.backbones import VARIANTS, Backbone
-from deeplab_xception.deeplab import DeepLabV3Plus
+from deeplab_xception.models.backbones import VARIANTS, Backbone
+from deeplab_xception.models.deeplab import DeepLabV3Plus
 
 SUFFIXES = {
     (layers.Conv2D, "kernel"): "weights",

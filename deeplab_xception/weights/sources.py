@@ -14,6 +14,7 @@ import sys
 import tarfile
 import tempfile
 
+from deeplab_xception.backend import default_cache_dir
 from deeplab_xception.errors import UserError
 from deeplab_xception.io import write_json
 from deeplab_xception.weights.download import fetch, file_sha256, split_digest
@@ -21,12 +22,6 @@ from deeplab_xception.weights.zoo import ZOO
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 UNPACKED = "unpacked.sha256.json"  # beside an archive's unpacked files: {name: sha256}
-
-
-def default_cache_dir():
-    """$DEEPLAB_XCEPTION_CACHE, else deeplab_xception/ under the Keras cache (~/.keras)."""
-    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-    return os.environ.get("DEEPLAB_XCEPTION_CACHE") or os.path.join(keras_home, "deeplab_xception")
 
 
 def _is_url(source):

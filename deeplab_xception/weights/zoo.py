@@ -9,7 +9,7 @@ one is known, and every download's digest is recorded on first use instead.
 
 import dataclasses
 
-from deeplab_xception.preprocessing import INCEPTION
+from deeplab_xception.data.preprocessing import INCEPTION
 
 _DOWNLOADS = "https://download.tensorflow.org/models/"
 SOURCE = "https://github.com/tensorflow/models/blob/master/research/deeplab/g3doc/model_zoo.md"

@@ -3,8 +3,8 @@
 import inspect
 
 from deeplab_xception.errors import UserError
-from segment.datasets import ade20k, cityscapes, coco, generic, voc
-from segment.datasets.base import Example, SegmentationSet
+from deeplab_xception.segment.datasets import ade20k, cityscapes, coco, generic, voc
+from deeplab_xception.segment.datasets.base import Example, SegmentationSet
 
 FORMATS = {"voc": voc, "cityscapes": cityscapes, "ade20k": ade20k, "coco": coco,
            "generic": generic}

@@ -7,9 +7,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from deeplab_xception.inference import DEFAULT_MAX_PIXELS
+from deeplab_xception.runtime.inference import DEFAULT_MAX_PIXELS
 from deeplab_xception.errors import UserError
-from deeplab_xception.preprocessing import IGNORE_LABEL
+from deeplab_xception.data.preprocessing import IGNORE_LABEL
 from deeplab_xception.io import read_image
 
 
@@ -18,19 +18,6 @@ class Example:
     name: str
     image_path: str
     label_path: str  # the file (or file#id) the label comes from, for messages
-
-
-def bit_palette(num_classes):
-    """PASCAL VOC's color map: class bits spread over the high bits of R, G and B."""
-    palette = np.zeros((num_classes, 3), np.uint8)
-    for index in range(num_classes):
-        value, shift = index, 7
-        while value:
-            for channel in range(3):
-                palette[index, channel] |= ((value >> channel) & 1) << shift
-            value >>= 3
-            shift -= 1
-    return palette
 
 
 def read_index_png(path):

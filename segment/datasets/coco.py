@@ -14,8 +14,9 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from deeplab_xception.errors import UserError
-from deeplab_xception.preprocessing import IGNORE_LABEL
-from segment.datasets.base import Example, SegmentationSet, bit_palette
+from deeplab_xception.data.preprocessing import IGNORE_LABEL
+from deeplab_xception.data.classes import bit_palette
+from deeplab_xception.segment.datasets.base import Example, SegmentationSet
 
 
 def _read_annotations(path):

@@ -8,14 +8,10 @@ split reads SegmentationClassAug/<name>.png (8-bit index PNGs), as DeepLab does.
 
 import os
 
-from segment.datasets.base import Example, SegmentationSet, bit_palette, read_split_file
+from deeplab_xception.data import classes
+from deeplab_xception.segment.datasets.base import Example, SegmentationSet, read_split_file
 
-CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
-    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
-    "sheep", "sofa", "train", "tvmonitor",
-)
-PALETTE = bit_palette(len(CLASSES))
+CLASSES, PALETTE = classes.NAMED["voc"]
 AUGMENTED_SPLITS = ("trainaug",)
 EVAL_CROP_SIZE = (513, 513)  # the official eval pads every image (at most 500x500) to this
 

@@ -8,8 +8,8 @@ Layer names are the official scopes with '.' for '/'.
 import keras
 from keras import layers
 
-from deeplab_xception.backbones.base import ConfigModel
-from deeplab_xception.layers import (
+from deeplab_xception.models.backbones.base import ConfigModel
+from deeplab_xception.models.layers import (
     BATCH_NORM_MOMENTUM, HEAD_EPSILON, GlobalMeanPool, ResizeLike, dtype_policy_name, tag_section,
     truncated_normal)
 

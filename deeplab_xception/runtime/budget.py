@@ -33,13 +33,13 @@ import keras
 import numpy as np
 from keras import layers
 
-from deeplab_xception.backbones import BACKBONES, reachable_output_strides
+from deeplab_xception.models.backbones import BACKBONES, check_output_stride, reachable_output_strides
 from deeplab_xception.errors import ArgumentError, UserError
-from deeplab_xception.inference import compiled_call
+from deeplab_xception.runtime.inference import compiled_call
 from deeplab_xception.io import atomic_path
-from deeplab_xception.layers import scale_dimension, weights_to_come
+from deeplab_xception.models.layers import scale_dimension, weights_to_come
 from deeplab_xception.models import KINDS, build_model
-from deeplab_xception.precision import resolve_precision
+from deeplab_xception.runtime.precision import resolve_precision
 
 COUNTED_LAYERS = (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D, layers.Dense)
 # The breakdown's order: the `section` tags the builders put on layers.
@@ -133,11 +133,8 @@ def _check(kind, backbone, input_size, num_classes, output_strides, scales, repe
         raise ArgumentError("input_size", f"need two positive integers H W, got {tuple(input_size)}")
     if num_classes is not None and num_classes < 1:
         raise ArgumentError("num_classes", f"must be positive, got {num_classes}")
-    reachable = reachable_output_strides(backbone)
     for stride in output_strides or ():
-        if stride not in reachable:
-            raise ArgumentError("output_strides", f"{backbone} cannot run at output stride {stride}; "
-                                                  f"choose from {' '.join(map(str, reachable))}")
+        check_output_stride(backbone, stride, reachable_output_strides(backbone), "output_strides")
     if not scales or any(s <= 0 for s in scales):
         raise ArgumentError("scales", f"need positive scales, got {' '.join(f'{s:g}' for s in scales)}")
     if repeats is not None and repeats < 1:

@@ -8,12 +8,12 @@ import numpy as np
 from keras import ops
 
 from deeplab_xception.backend import enable_compilation_cache
-from deeplab_xception.depthwise import with_shifted_depthwise
-from deeplab_xception.errors import ArgumentError, UserError
-from deeplab_xception.layers import scale_dimension
-from deeplab_xception.precision import positions_per_call, resolve_precision, with_precision
-from deeplab_xception.preprocessing import preprocess_array
-from deeplab_xception.tiling import DEFAULT_OVERLAP, Pass, ScaledImages, Tiling
+from deeplab_xception.models.depthwise import with_shifted_depthwise
+from deeplab_xception.errors import ArgumentError
+from deeplab_xception.models.layers import scale_dimension
+from deeplab_xception.runtime.precision import positions_per_call, resolve_precision, with_precision
+from deeplab_xception.data.preprocessing import preprocess_array
+from deeplab_xception.runtime.tiling import DEFAULT_OVERLAP, Pass, ScaledImages, Tiling
 
 DEFAULT_MAX_PIXELS = 100_000_000
 BAND_VALUES = 1 << 22  # probabilities are computed in blocks of rows of about this many values
@@ -262,7 +262,7 @@ class JaxFunction:
 def compiled_call(model, precision="float32", fold_after_pixels=FOLD_AFTER_PIXELS,
                   freeze_after_pixels=None, output_stride=None):
     """`model` as one inference function for every input size, computing in `precision`
-    ("float32", "bfloat16" or "auto", see deeplab_xception.precision); its `precisions`
+    ("float32", "bfloat16" or "auto", see deeplab_xception.runtime.precision); its `precisions`
     say what ran. On TensorFlow an InferenceFunction (thresholds 0: folded and frozen
     from the start, as benchmarks want); reduced precisions fold first (in float32,
     before the cast), as the cast rebuilds the model anyway. On JAX a JaxFunction,
@@ -279,19 +279,22 @@ def compiled_call(model, precision="float32", fold_after_pixels=FOLD_AFTER_PIXEL
                              precision=precision)
 
 
-def pixel_limit_problem(height, width, scales=(1.0,), max_pixels=DEFAULT_MAX_PIXELS):
-    """Why an image of `height` x `width` may not be segmented at `scales`, or None."""
+def check_pixel_limit(height, width, scales=(1.0,), max_pixels=DEFAULT_MAX_PIXELS, source=None):
+    """Raises an ArgumentError (max_pixels) naming `source` when an image of `height` x `width`
+    may not be segmented at `scales`."""
     if max_pixels is None:
-        return None
-    limit = f"the limit of {max_pixels / 1e6:.3g} megapixels (--max-pixels)"
+        return
+    where = f"{source}: " if source else ""
+    limit = f"the limit of {max_pixels / 1e6:.3g} megapixels ({{argument}})"
     if height * width > max_pixels:
-        return f"{width}x{height} pixels ({height * width / 1e6:.3g} megapixels) exceed {limit}"
+        raise ArgumentError("max_pixels", f"{where}{width}x{height} pixels "
+                                          f"({height * width / 1e6:.3g} megapixels) exceed {limit}")
     for scale in scales:
         scaled = (scale_dimension(height, scale), scale_dimension(width, scale))
         if scaled[0] * scaled[1] > max_pixels:
-            return (f"{width}x{height} pixels at scale {scale:g} become {scaled[1]}x{scaled[0]} "
-                    f"({scaled[0] * scaled[1] / 1e6:.3g} megapixels), more than {limit}")
-    return None
+            raise ArgumentError("max_pixels", f"{where}{width}x{height} pixels at scale {scale:g} become "
+                                              f"{scaled[1]}x{scaled[0]} ({scaled[0] * scaled[1] / 1e6:.3g} "
+                                              f"megapixels), more than {limit}")
 
 
 class Segmenter:
@@ -318,7 +321,7 @@ class Segmenter:
     def __init__(self, model, scales=(1.0,), flip=False, tile="auto", overlap=DEFAULT_OVERLAP,
                  max_pixels=DEFAULT_MAX_PIXELS, precision="float32"):
         if not scales or any(s <= 0 for s in scales):
-            raise UserError(f"--scales: must be positive, got {' '.join(f'{s:g}' for s in scales)}")
+            raise ArgumentError("scales", f"must be positive, got {' '.join(f'{s:g}' for s in scales)}")
         self.model = model
         self.scales = tuple(float(s) for s in scales)
         self.flip = flip
@@ -345,9 +348,7 @@ class Segmenter:
         return sum(self.tiling.count(*size) for size in sizes) * (1 + self.flip)
 
     def check_size(self, height, width):
-        problem = pixel_limit_problem(height, width, self.scales, self.max_pixels)
-        if problem:
-            raise UserError(problem)
+        check_pixel_limit(height, width, self.scales, self.max_pixels)
 
     def passes(self, images):
         """One `tiling.Pass` per scale and flip of uint8 N x H x W x 3 `images`."""

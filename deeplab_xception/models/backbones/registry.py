@@ -1,7 +1,7 @@
 """Backbones by name: every Xception variant, and whatever encoder family registers itself."""
 
-from deeplab_xception.backbones.specs import VARIANTS
-from deeplab_xception.backbones.xception import XceptionBackbone
+from deeplab_xception.models.backbones.specs import VARIANTS
+from deeplab_xception.models.backbones.xception import XceptionBackbone
 from deeplab_xception.errors import ArgumentError
 
 BACKBONES = {}  # name: (Backbone subclass, the constructor arguments the name fixes)

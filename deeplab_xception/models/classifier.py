@@ -3,9 +3,9 @@
 import keras
 from keras import layers
 
-from deeplab_xception.backbones.base import ConfigModel
-from deeplab_xception.backbones.xception import XceptionBackbone  # noqa: F401  (registered, for from_config)
-from deeplab_xception.layers import tag_section
+from deeplab_xception.models.backbones.base import ConfigModel
+from deeplab_xception.models.backbones.xception import XceptionBackbone  # noqa: F401  (registered, for from_config)
+from deeplab_xception.models.layers import tag_section
 
 
 @keras.saving.register_keras_serializable(package="deeplab_xception")

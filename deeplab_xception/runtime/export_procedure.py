@@ -13,7 +13,7 @@ from fractions import Fraction
 
 import tensorflow as tf
 
-from deeplab_xception.tiling import AUTO_WHOLE_PIXELS, DEFAULT_TILE, Tiling
+from deeplab_xception.runtime.tiling import AUTO_WHOLE_PIXELS, DEFAULT_TILE, Tiling
 
 
 def scaled_size(size, scale, dtype=tf.float64):

@@ -10,16 +10,15 @@ import os
 
 import numpy as np
 
-from deeplab_xception.deeplab import DeepLabV3Plus
-from deeplab_xception.errors import UserError
-from deeplab_xception.inference import DEFAULT_MAX_PIXELS, pixel_limit_problem
+from deeplab_xception.data.classes import NAMED, bit_palette, read_class_list
+from deeplab_xception.data.files import IMAGE_EXTENSIONS, is_image_file
+from deeplab_xception.models.deeplab import DeepLabV3Plus
+from deeplab_xception.errors import ArgumentError, UserError
+from deeplab_xception.runtime.inference import DEFAULT_MAX_PIXELS, check_pixel_limit
 from deeplab_xception.io import image_size, open_npy, read_image, write_image, write_json
-from deeplab_xception.visualize import class_fractions, overlay, write_label_png
+from deeplab_xception.runtime.visualize import class_fractions, overlay, write_label_png
 from deeplab_xception.weights import load_model
 
-# Extensions taken from directories and glob patterns; files named one by one may have any.
-IMAGE_EXTENSIONS = (".bmp", ".jp2", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".pnm", ".ppm",
-                    ".tif", ".tiff", ".webp")
 WAITING_BATCHES = 4  # images held back to fill batches of their size, in batches
 OUTPUT_SUFFIXES = {"labels": ".png", "overlay": ".overlay.png", "json": ".json",
                    "probabilities": ".npy"}
@@ -48,7 +47,8 @@ def find_images(inputs):
 
 
 def _images_in(paths):
-    return [p for p in paths if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS)]
+    """The image files among `paths` (files named one by one may have any extension)."""
+    return [p for p in paths if os.path.isfile(p) and is_image_file(p)]
 
 
 def plan_outputs(images, output_dir, kinds):
@@ -67,8 +67,8 @@ def plan_outputs(images, output_dir, kinds):
         for output in plan.values():
             real = os.path.realpath(output)
             if real in inputs:
-                raise UserError(f"{output}: would overwrite the input image {inputs[real]}; "
-                                "choose another --output-dir")
+                raise ArgumentError("output_dir", f"{output}: would overwrite the input image "
+                                                  f"{inputs[real]}; choose another {{argument}}")
             if owners.setdefault(real, path) != path:
                 raise UserError(f"{path}: same name as {owners[real]}; "
                                 "their outputs would overwrite each other")
@@ -106,13 +106,9 @@ def class_list_beside(model_path):
 
 
 def class_table(dataset, classes_file, num_classes, weights):
-    """(class names, palette) from --dataset or --classes; by default the class list kept
+    """(class names, palette) from `dataset` or `classes_file`; by default the class list kept
     beside a .keras `weights` file, else the dataset with `num_classes` classes, else
     numbered classes in VOC's color map."""
-    from segment.datasets import FORMATS
-    from segment.datasets.base import bit_palette
-    from segment.datasets.generic import read_class_list
-
     beside = class_list_beside(weights)
     if not (classes_file or dataset) and str(weights).endswith(".keras") and os.path.isfile(beside):
         classes_file = beside
@@ -121,46 +117,40 @@ def class_table(dataset, classes_file, num_classes, weights):
         source = classes_file
     else:
         if dataset is None:
-            dataset = next((name for name, module in named_datasets(FORMATS).items()
-                            if len(module.CLASSES) == num_classes), None)
+            dataset = next((name for name, (listed, _) in NAMED.items()
+                            if len(listed) == num_classes), None)
         if dataset is None:
             return [f"class {i}" for i in range(num_classes)], bit_palette(num_classes)
-        names, palette = FORMATS[dataset].CLASSES, FORMATS[dataset].PALETTE
-        source = f"--dataset {dataset}"
+        names, palette = NAMED[dataset]
+        source = f"{{argument}} {dataset}"
     if len(names) != num_classes:
-        raise UserError(f"{source}: has {len(names)} classes but {weights} predicts {num_classes}")
+        problem = f"{source}: has {len(names)} classes but {weights} predicts {num_classes}"
+        raise UserError(problem) if classes_file else ArgumentError("dataset", problem)
     return list(names), np.asarray(palette, np.uint8)
 
 
-def named_datasets(formats):
-    """The dataset formats with a fixed class list."""
-    return {name: module for name, module in formats.items() if hasattr(module, "CLASSES")}
-
-
 def read_within_limit(path, scales=(1.0,), max_pixels=DEFAULT_MAX_PIXELS):
-    """read_image(path), refused (UserError naming it) when it, or one of its `scales`,
+    """read_image(path), refused (ArgumentError naming it) when it, or one of its `scales`,
     exceeds `max_pixels`: before decoding when the header gives the size, else after."""
     size = image_size(path) if os.path.isfile(path) else None
-    problem = size and pixel_limit_problem(*size, scales, max_pixels)
-    if not problem:
-        image = read_image(path)
-        problem = pixel_limit_problem(*image.shape[:2], scales, max_pixels)
-    if problem:
-        raise UserError(f"{path}: {problem}")
+    if size:
+        check_pixel_limit(*size, scales, max_pixels, source=path)
+    image = read_image(path)
+    check_pixel_limit(*image.shape[:2], scales, max_pixels, source=path)
     return image
 
 
 def read_batches(paths, batch_size, failed, scales=(1.0,), max_pixels=DEFAULT_MAX_PIXELS):
     """[(path, image)] lists of one image size, at most `batch_size` long; a batch goes when
     full, or, the largest, when too many images wait. Unreadable files, and files whose
-    header says they (or their `scales`) exceed `max_pixels`, go to `failed(message)`
+    header says they (or their `scales`) exceed `max_pixels`, go to `failed(error)`
     undecoded."""
     pending = {}
     for path in paths:
         try:
             image = read_within_limit(path, scales, max_pixels)
         except UserError as e:
-            failed(str(e))
+            failed(e)
             continue
         group = pending.setdefault(image.shape[:2], [])
         group.append((path, image))

@@ -5,9 +5,9 @@ import dataclasses
 import keras
 from keras import layers
 
-from deeplab_xception.backbones.base import Backbone
-from deeplab_xception.backbones.specs import DEPTHWISE_LAYOUTS, VARIANTS
-from deeplab_xception.layers import (
+from deeplab_xception.models.backbones.base import Backbone, check_output_stride
+from deeplab_xception.models.backbones.specs import DEPTHWISE_LAYOUTS, VARIANTS
+from deeplab_xception.models.layers import (
     BACKBONE_EPSILON, BATCH_NORM_MOMENTUM, dtype_policy_name, fixed_padding, tag_section,
     truncated_normal)
 
@@ -217,10 +217,7 @@ class XceptionBackbone(Backbone):
             raise ValueError(f"variant: unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
         if depthwise_layout not in DEPTHWISE_LAYOUTS:
             raise ValueError(f"depthwise_layout: {depthwise_layout!r} is not one of {DEPTHWISE_LAYOUTS}")
-        reachable = self.reachable_output_strides(variant)
-        if output_stride not in reachable:
-            raise ValueError(f"output_stride: {variant} cannot run at output stride {output_stride}; "
-                             f"choose one of {reachable}")
+        check_output_stride(variant, output_stride, self.reachable_output_strides(variant))
         spec = VARIANTS[variant]
         units = len(spec.blocks[-1].depths)
         multi_grid = tuple(int(r) for r in (multi_grid or (1,) * units))

@@ -16,6 +16,15 @@ family is one module defining such a class plus a `register_backbone` entry.
 
 import keras
 
+from deeplab_xception.errors import ArgumentError
+
+
+def check_output_stride(name, output_stride, reachable, argument="output_stride"):
+    """The one "cannot run at this output stride" check, for builders and callers alike."""
+    if output_stride not in reachable:
+        raise ArgumentError(argument, f"{name} cannot run at output stride {output_stride}; "
+                                      f"choose one of {', '.join(map(str, reachable))}")
+
 
 def _config_value(value):
     if isinstance(value, keras.Model):
@@ -87,10 +96,8 @@ class Backbone(ConfigModel):
         return self.output.shape[-1]
 
     def config_at_output_stride(self, output_stride):
-        reachable = type(self).reachable_output_strides(**self.get_config())
-        if output_stride not in reachable:
-            raise ValueError(f"output_stride: {self.name} cannot run at output stride "
-                             f"{output_stride}; choose one of {reachable}")
+        check_output_stride(self.name, output_stride,
+                            type(self).reachable_output_strides(**self.get_config()))
         return dict(self.get_config(), output_stride=output_stride)
 
 

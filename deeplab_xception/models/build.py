@@ -1,8 +1,8 @@
 """Building models by name: the entry point for code that does not want the classes."""
 
-from deeplab_xception.backbones import Backbone, build_backbone, reachable_output_strides
-from deeplab_xception.classifier import XceptionClassifier
-from deeplab_xception.deeplab import DeepLabV3Plus
+from deeplab_xception.models.backbones import Backbone, build_backbone, reachable_output_strides
+from deeplab_xception.models.classifier import XceptionClassifier
+from deeplab_xception.models.deeplab import DeepLabV3Plus
 from deeplab_xception.errors import ArgumentError
 
 KINDS = ("deeplab", "classifier", "backbone")

@@ -23,11 +23,11 @@ import keras
 import numpy as np
 
 from deeplab_xception.errors import ArgumentError, UserError
-from deeplab_xception.inference import fold_batch_norms
+from deeplab_xception.runtime.inference import fold_batch_norms
 from deeplab_xception.io import read_image
-from deeplab_xception.layers import scale_dimension
-from deeplab_xception.precision import with_precision
-from deeplab_xception.tiling import DEFAULT_OVERLAP, Tiling
+from deeplab_xception.models.layers import scale_dimension
+from deeplab_xception.runtime.precision import with_precision
+from deeplab_xception.runtime.tiling import DEFAULT_OVERLAP, Tiling
 
 FORMATS = ("saved_model", "tflite", "onnx")
 SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
@@ -66,7 +66,7 @@ class ExportOptions:
     def __init__(self, fmt, scales=(1.0,), flip=False, tile="auto", overlap=DEFAULT_OVERLAP,
                  outputs=("labels",), probabilities_dtype="float32", image_size=None,
                  align=16):
-        from deeplab_xception.export_procedure import exact_in_float32
+        from deeplab_xception.runtime.export_procedure import exact_in_float32
 
         if fmt not in FORMATS:
             raise ArgumentError("format", f"{fmt!r} is not one of {', '.join(FORMATS)}")
@@ -142,7 +142,7 @@ def _segmenter_module(model, options, precision):
     For ONNX, `onnx_function` instead, with the weights as arguments (`onnx_weights`)."""
     import tensorflow as tf
 
-    from deeplab_xception.export_procedure import Procedure
+    from deeplab_xception.runtime.export_procedure import Procedure
 
     logits = keras.Model(model.input, model.get_layer(model.LOGITS).output)
     network = with_precision(fold_batch_norms(logits), precision)

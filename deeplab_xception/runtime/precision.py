@@ -16,7 +16,7 @@ their upsampling), which stay float32, as `build_model(dtype=...)` builds them.
 
 import keras
 
-from deeplab_xception.errors import UserError
+from deeplab_xception.errors import ArgumentError
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
@@ -82,7 +82,7 @@ def resolve_precision(precision="auto", cpuinfo=CPUINFO, positions=None):
     GPU, for calls of `positions` output positions (`positions_per_call`; None: unknown,
     float32)."""
     if precision not in PRECISIONS:
-        raise UserError(f"--precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+        raise ArgumentError("precision", f"{precision!r} is not one of {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision
     if keras.backend.backend() == "jax":

@@ -1,0 +1,1 @@
+"""The shipped configs: YAML read by `deeplab_xception.config`, installed inside the package."""

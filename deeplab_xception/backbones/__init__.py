@@ -1,6 +1,0 @@
-from deeplab_xception.backbones.base import Backbone, ConfigModel, copy_weights_by_name
-from deeplab_xception.backbones.registry import (
-    BACKBONES, build_backbone, reachable_output_strides, register_backbone)
-from deeplab_xception.backbones.specs import (
-    DEPTHWISE_LAYOUTS, KERAS_APPLICATIONS_VARIANT, VARIANTS, BlockSpec, VariantSpec)
-from deeplab_xception.backbones.xception import XceptionBackbone, scope_name

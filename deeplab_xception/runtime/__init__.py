@@ -1,0 +1,2 @@
+"""Running trained models: batch-norm folding and the staged runtime (`inference`), tiles,
+precision, the `segment` outputs, the multiply-add budget and export."""
