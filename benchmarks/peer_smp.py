@@ -3,6 +3,8 @@
 Run by inference_cpu.py in the peer's own environment; prints one JSON line.
 Modes: eager (channels-last float32), autocast (channels-last, bfloat16
 autocast), compile (torch.compile with inductor freezing, bfloat16 autocast),
+compile-f32 (the same in float32, the best torch.compile on CPUs without
+native bfloat16),
 openvino-f32 / openvino-bf16 (the same network converted to OpenVINO, with
 that inference precision hint; the precision OpenVINO actually chose is
 reported), matmul (the GFLOP/s of a 2048 x 2048 matmul in float32 and bfloat16
@@ -15,7 +17,7 @@ import time
 
 import torch
 
-MODES = ("eager", "autocast", "compile", "openvino-f32", "openvino-bf16", "matmul")
+MODES = ("eager", "autocast", "compile", "compile-f32", "openvino-f32", "openvino-bf16", "matmul")
 
 
 def network(args):
@@ -39,7 +41,7 @@ def timed(run, repeats):
 def torch_runner(model, images, mode):
     model = model.to(memory_format=torch.channels_last)
     images = images.contiguous(memory_format=torch.channels_last)
-    if mode == "compile":
+    if mode.startswith("compile"):
         from torch._inductor import config as inductor_config
 
         inductor_config.freezing = True
@@ -65,11 +67,11 @@ def openvino_runner(model, images, mode):
                                                   "inference_precision": ran_in}
 
 
-def matmul_rates(repeats):
+def matmul_rates(repeats, dtypes):
     """GFLOP/s of a 2048^3 matmul per dtype: median over `repeats` runs after a warm-up."""
     n = 2048
     rates = {}
-    for dtype in (torch.float32, torch.bfloat16):
+    for dtype in (getattr(torch, name) for name in dtypes):
         a, b = torch.rand(n, n, dtype=dtype), torch.rand(n, n, dtype=dtype)
         times = timed(lambda: torch.mm(a, b), repeats)
         rates[str(dtype).split(".")[1]] = 2 * n ** 3 / sorted(times)[len(times) // 2] / 1e9
@@ -85,10 +87,13 @@ def main():
     parser.add_argument("--rates", type=int, nargs=3, default=(6, 12, 18))
     parser.add_argument("--repeats", type=int, required=True)
     parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--matmul-dtypes", nargs="+", default=["float32", "bfloat16"],
+                        help="for --mode matmul (bfloat16 is emulated, and slow, without AVX512_BF16)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.mode == "matmul":
-        print(json.dumps({"gflops": matmul_rates(args.repeats), "torch": torch.__version__}))
+        print(json.dumps({"gflops": matmul_rates(args.repeats, args.matmul_dtypes),
+                          "torch": torch.__version__}))
         return
     size = -(-args.size // 16) * 16  # smp needs sizes divisible by 16: 513 runs as 528
     images = torch.rand(args.batch, 3, size, size)

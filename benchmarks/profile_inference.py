@@ -1,14 +1,16 @@
 """Where CPU inference time goes: per-op-type time of the frozen DeepLabv3+ graph, as JSON.
 
-Runs the graph the CLI runs (`compiled_call`: batch norms folded, weights
-frozen) through a TensorFlow session with full tracing, which records every
-kernel's time after TensorFlow's graph optimizer has fused what it fuses, and
-sums them by op type. `--no-fold` profiles the frozen graph without the
-package's batch-norm folding, to compare; `--precision bfloat16` profiles the
-bfloat16 graph, each op type labeled with the dtype it computes in (the
-graph's `T`), so casts and ops left in float32 show. Times are means over the traced runs;
-shares are of the summed kernel time (one op at a time on these two cores, so
-close to the wall time).
+Runs the graph the CLI runs (`compiled_call`: batch norms folded, dilated
+depthwise convs sharing space-to-batch, weights frozen) through a TensorFlow
+session with full tracing, which records every kernel's time after
+TensorFlow's graph optimizer has fused what it fuses, and sums them by op
+type. `--no-fold` profiles the frozen graph without the package's batch-norm
+folding, to compare, and `--per-conv-space-to-batch` the folded graph with
+TensorFlow's space-to-batch around each dilated depthwise conv;
+`--precision bfloat16` profiles the bfloat16 graph, each op type labeled with
+the dtype it computes in (the graph's `T`), so casts and ops left in float32
+show. Times are means over the traced runs; shares are of the summed kernel
+time (one op at a time on these two cores, so close to the wall time).
 
     python benchmarks/profile_inference.py --output-stride 16
 """
@@ -24,7 +26,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from deeplab_xception import build_model  # noqa: E402
-from deeplab_xception.runtime.inference import FrozenGraph, fold_batch_norms  # noqa: E402
+from deeplab_xception.runtime.inference import (  # noqa: E402
+    FrozenGraph, fold_batch_norms, inference_copy)
 from deeplab_xception.io import write_json  # noqa: E402
 from deeplab_xception.runtime.precision import with_precision  # noqa: E402
 
@@ -78,12 +81,19 @@ def main():
     parser.add_argument("--size", type=int, default=513)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-fold", action="store_true", help="skip the package's batch-norm folding")
+    parser.add_argument("--per-conv-space-to-batch", action="store_true",
+                        help="fold, but leave each dilated depthwise conv to TensorFlow")
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--output", default="benchmarks/results/profile_inference.json")
     args = parser.parse_args()
     model = build_model("deeplab", backbone="xception_65", output_stride=args.output_stride)
-    inference = model if args.no_fold else fold_batch_norms(model)
+    # compiled_call builds the bfloat16 graph from the folded model alone
+    shared = not (args.no_fold or args.per_conv_space_to_batch or args.precision != "float32")
+    if args.no_fold:
+        inference = model
+    else:
+        inference = inference_copy(model) if shared else fold_batch_norms(model)
     function = FrozenGraph(with_precision(inference, args.precision)).function
     images = np.random.default_rng(0).uniform(-1, 1, (1, args.size, args.size, 3)).astype("float32")
     per_op, walls = profile(function, images, args.runs)
@@ -95,6 +105,7 @@ def main():
         print(f"{row['op']:<36} {1e3 * row['seconds']:>8.1f} {100 * row['share']:>5.1f}%")
     print(f"{'all kernels':<36} {1e3 * total:>8.1f}   wall median {1e3 * float(np.median(walls)):.1f} ms")
     report = {"output_stride": args.output_stride, "size": args.size, "folded": not args.no_fold,
+              "shared_space_to_batch": shared,
               "precision": args.precision,
               "runs": args.runs, "wall_seconds": walls, "kernel_seconds": total, "ops": rows}
     write_json(args.output, report, indent=1)

@@ -9,6 +9,7 @@ from keras import ops
 
 from deeplab_xception.backend import enable_compilation_cache
 from deeplab_xception.models.depthwise import with_shifted_depthwise
+from deeplab_xception.models.dilated import with_shared_space_to_batch
 from deeplab_xception.errors import ArgumentError
 from deeplab_xception.models.layers import scale_dimension
 from deeplab_xception.runtime.precision import positions_per_call, resolve_precision, with_precision
@@ -91,6 +92,12 @@ def fold_batch_norms(model):
     return inference
 
 
+def inference_copy(model):
+    """`model` as the later stages run it on TensorFlow: batch norms folded, dilated
+    depthwise convs on tensors rearranged once per run of layers (`dilated`)."""
+    return with_shared_space_to_batch(fold_batch_norms(model), pointwise=(_FoldedAway,))
+
+
 class FrozenGraph:
     """`model`'s inference as one TensorFlow graph, with the weights as constants.
 
@@ -142,7 +149,7 @@ FOLD_AFTER_PIXELS = 10_000_000
 class InferenceFunction:
     """`model`'s inference for every input size, in stages by the pixels gone through:
     the model as given, as a `tf.function` over its variables (seconds to start); past
-    `fold_after_pixels`, a copy with its batch norms folded (`fold_batch_norms`); past
+    `fold_after_pixels`, a copy with its batch norms folded (`inference_copy`); past
     `freeze_after_pixels` (None: never), that copy as a FrozenGraph (slowest to build).
     The first stage runs without TF's graph optimizer, which only pays on the others.
     One photo pays for neither, a folder of photos soon gains from both. A threshold
@@ -176,10 +183,10 @@ class InferenceFunction:
             return
         if self._past(self.freeze_after_pixels):
             if self.folded is None:
-                self.folded = fold_batch_norms(self.model)
+                self.folded = inference_copy(self.model)
             self.frozen, self.function = FrozenGraph(self.folded), None
         elif self.folded is None and self._past(self.fold_after_pixels):
-            self.folded = fold_batch_norms(self.model)
+            self.folded = inference_copy(self.model)
             self.function = self._traced(self.folded)
         elif self.function is None:
             self.function = self._traced(self.model if self.folded is None else self.folded)
