@@ -289,6 +289,8 @@ def _fold_weight_layouts(graph, weights):
                 values.update(zip(node.output, outputs))
                 folded.append(node)
                 continue
+            if node.op_type == "Loop":
+                _unthread_constants(subgraph, node, values)
             for attribute in node.attribute:
                 for body in [attribute.g, *attribute.graphs]:
                     fold(body)
@@ -299,6 +301,34 @@ def _fold_weight_layouts(graph, weights):
     given = {tensor.name for tensor in graph.initializer} | constant_nodes
     graph.initializer.extend(numpy_helper.from_array(values[name], name)
                              for name in sorted(_names_read(graph) & values.keys() - given))
+
+
+def _unthread_constants(graph, loop, values):
+    """Removes the state variables of `loop` (a Loop node of `graph`) that carry one of
+    `values` unchanged through each iteration, as tf2onnx threads the weights into loop
+    bodies: the body then reads the value itself, as an outer-scope name, which makes its
+    layout ops foldable and spares the runtime carrying each weight through every tile."""
+    body = next(a.g for a in loop.attribute if a.name == "body")
+    identities = {n.output[0]: n.input[0] for n in body.node if n.op_type == "Identity"}
+    for k in reversed(range(len(loop.input) - 2)):
+        outer, inner = loop.input[2 + k], body.input[2 + k].name
+        carried = body.output[1 + k].name
+        if outer not in values or identities.get(carried, carried) != inner:
+            continue
+        _rename_reads(body, inner, outer)
+        _rename_reads(graph, loop.output[k], outer)
+        del loop.input[2 + k], body.input[2 + k], body.output[1 + k], loop.output[k]
+
+
+def _rename_reads(graph, old, new):
+    """Every read of tensor `old` in `graph` and its subgraphs reads `new` instead."""
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            if name == old:
+                node.input[index] = new
+        for attribute in node.attribute:
+            for subgraph in [attribute.g, *attribute.graphs]:
+                _rename_reads(subgraph, old, new)
 
 
 def _names_read(graph):
