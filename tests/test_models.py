@@ -140,6 +140,19 @@ def test_resize_matches_tf1_align_corners():
         np.testing.assert_allclose(resize_align_corners(images, size), expected, atol=1e-5)
 
 
+def test_resize_runs_in_float64_under_a_float64_floatx():
+    images = tf.random.uniform((1, 7, 9, 2), seed=1, dtype="float64")
+    previous = keras.config.floatx()
+    keras.config.set_floatx("float64")
+    try:
+        resized = resize_align_corners(images, (13, 17))
+    finally:
+        keras.config.set_floatx(previous)
+    assert resized.dtype == tf.float64
+    expected = tf.compat.v1.image.resize_bilinear(images, (13, 17), align_corners=True)
+    np.testing.assert_allclose(resized, expected, atol=1e-6)
+
+
 def test_changing_output_stride_keeps_weights_and_rescales_rates():
     model = build_model("deeplab", backbone="xception_tiny", num_classes=3, atrous_rates=(6, 12, 18))
     os8 = with_output_stride(model, 8)

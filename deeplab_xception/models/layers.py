@@ -109,8 +109,8 @@ def _interpolation_matrix(out_size, in_size, dtype):
     lower = ops.minimum(ops.cast(ops.floor(source), "int32"), in_size - 1)
     upper = ops.minimum(lower + 1, in_size - 1)
     weight = source - ops.cast(lower, "float32")
-    matrix = (ops.one_hot(lower, in_size) * (1.0 - weight)[:, None]
-              + ops.one_hot(upper, in_size) * weight[:, None])
+    matrix = (ops.one_hot(lower, in_size, dtype="float32") * (1.0 - weight)[:, None]
+              + ops.one_hot(upper, in_size, dtype="float32") * weight[:, None])
     return ops.cast(matrix, dtype)
 
 
