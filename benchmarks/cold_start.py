@@ -57,7 +57,7 @@ def phases(model_path, photo_path, freeze_after_pixels):
     import keras  # noqa: F401
     import tensorflow as tf  # noqa: F401
     t = mark("import tensorflow + keras", t)
-    from deeplab_xception.runtime import inference
+    from deeplab_xception.runtime import compiled as inference
     from deeplab_xception.io import read_image
     from deeplab_xception.weights import load_model
     t = mark("import the package", t)

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from deeplab_xception import build_model  # noqa: E402
-from deeplab_xception.runtime.inference import (  # noqa: E402
+from deeplab_xception.runtime.compiled import (  # noqa: E402
     FrozenGraph, fold_batch_norms, inference_copy)
 from deeplab_xception.io import write_json  # noqa: E402
 from deeplab_xception.runtime.precision import with_precision  # noqa: E402

@@ -31,7 +31,7 @@ from deeplab_xception.segment.synthetic import CLASSES, write_synthetic_dataset
 # that the JAX inference functions compiled.
 DRIVER = r"""
 import contextlib, io, json, sys
-from deeplab_xception.runtime import inference
+from deeplab_xception.runtime import compiled as inference
 from deeplab_xception.cli import main
 
 functions = []

@@ -1,2 +1,2 @@
-"""Running trained models: batch-norm folding and the staged runtime (`inference`), tiles,
+"""Running trained models: batch-norm folding and the staged runtime (`compiled`), tiles,
 precision, the `segment` outputs, the multiply-add budget and export."""

@@ -35,7 +35,7 @@ from keras import layers
 
 from deeplab_xception.models.backbones import BACKBONES, check_output_stride, reachable_output_strides
 from deeplab_xception.errors import ArgumentError, UserError
-from deeplab_xception.runtime.inference import compiled_call
+from deeplab_xception.runtime.compiled import compiled_call
 from deeplab_xception.io import atomic_path
 from deeplab_xception.models.layers import scale_dimension, weights_to_come
 from deeplab_xception.models import KINDS, build_model
