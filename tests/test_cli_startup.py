@@ -40,7 +40,7 @@ def test_help_imports_no_framework_and_answers_at_once():
 def test_name_lists_for_help_match_the_library():
     from deeplab_xception.models.backbones import BACKBONES, reachable_output_strides
     from deeplab_xception.cli import options
-    from deeplab_xception.runtime.compiled import DEFAULT_MAX_PIXELS
+    from deeplab_xception.runtime.limits import DEFAULT_MAX_PIXELS
     from deeplab_xception.data.classes import NAMED
     from deeplab_xception.runtime.export import FORMATS as EXPORT_FORMATS
     from deeplab_xception.models import KINDS

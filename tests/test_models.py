@@ -11,7 +11,8 @@ import tensorflow as tf
 
 from deeplab_xception import build_model, load_model, with_output_stride
 from deeplab_xception.models.backbones import XceptionBackbone, reachable_output_strides
-from deeplab_xception.runtime.compiled import Segmenter, fold_batch_norms
+from deeplab_xception.runtime.folding import fold_batch_norms
+from deeplab_xception.runtime.segmenter import Segmenter
 from deeplab_xception.models.layers import resize_align_corners, scale_dimension, weights_to_come
 from helpers import randomize_weights
 
