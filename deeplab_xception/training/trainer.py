@@ -89,7 +89,7 @@ class Placement:
         return self.strategy.num_replicas_in_sync
 
 
-# -- input ----------------------------------------------------------------------
+# -- input ---------------------------------------------------------------------
 
 def train_input(task, config, placement):
     """An iterator over the task's training batches, distributed by the strategy (one per
@@ -105,7 +105,7 @@ def train_input(task, config, placement):
     return iter(strategy.distribute_datasets_from_function(dataset_fn))
 
 
-# -- model ----------------------------------------------------------------------
+# -- model ---------------------------------------------------------------------
 
 def initialized_model(task, config, placement):
     """The task's model, built from the config's seed in the strategy's scope; synchronous
@@ -118,7 +118,7 @@ def initialized_model(task, config, placement):
     return model
 
 
-# -- optimizer ------------------------------------------------------------------
+# -- optimizer -----------------------------------------------------------------
 
 def optimizer_for(config, placement, model, step, steps):
     """The config's optimizer over `model`, its learning rate read off the global `step`."""
@@ -132,7 +132,7 @@ def optimizer_for(config, placement, model, step, steps):
     return optimizer
 
 
-# -- step -----------------------------------------------------------------------
+# -- step ----------------------------------------------------------------------
 
 def train_step_function(task, config, placement, model, optimizer, step):
     """The tf.function that runs one step on every replica and returns the mean loss."""
@@ -160,7 +160,7 @@ def train_step_function(task, config, placement, model, optimizer, step):
     return train_step
 
 
-# -- checkpoint -----------------------------------------------------------------
+# -- checkpoint ----------------------------------------------------------------
 
 def checkpoint_manager(config, placement, model, optimizer, step):
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
@@ -184,7 +184,7 @@ def start_weights(task, config, placement, model, manager, step):
         apply_warm_start(model, spec)
 
 
-# -- report ---------------------------------------------------------------------
+# -- report --------------------------------------------------------------------
 
 def train_reporter(config, placement, steps, start):
     """A `loop.Reporter` writing tf.summary scalars under <write_dir>/train: Keras' bar on a
@@ -211,7 +211,7 @@ def read_and_report(report, placement, step, summary):
     report(summary[0], value, done=state.value(step), summary_wait_seconds=blocked)
 
 
-# -- loop -----------------------------------------------------------------------
+# -- loop ----------------------------------------------------------------------
 
 def run_steps(config, placement, steps, train_step, iterator, step, save, report):
     """Steps from the one after `step` to the last, reporting every summary_every steps and
