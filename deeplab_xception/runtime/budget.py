@@ -63,6 +63,18 @@ def default_output_strides(backbone):
     return tuple(s for s in (8, 16, 32) if s in reachable_output_strides(backbone))
 
 
+def _model(kind, backbone, output_stride, num_classes, head):
+    try:
+        with weights_to_come():  # counts and times need no random draws (under JAX,
+            # each weight shape's draw compiles a program: seconds per model)
+            return build_model(kind, backbone, output_stride=output_stride,
+                               num_classes=num_classes, **head)
+    except UserError:
+        raise
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 def budget(kind="deeplab", backbone="xception_65", input_size=(513, 513), num_classes=None,
            output_strides=None, decoder=True, separable=True, scales=(1.0,), flip=False, repeats=None,
            precision="auto", report=None):
@@ -78,15 +90,7 @@ def budget(kind="deeplab", backbone="xception_65", input_size=(513, 513), num_cl
     passes = 2 if flip else 1
     rows = []
     for stride in output_strides:
-        try:
-            with weights_to_come():  # counts and times need no random draws (under JAX,
-                # each weight shape's draw compiles a program: seconds per model)
-                model = build_model(kind, backbone, output_stride=stride, num_classes=num_classes,
-                                    **head)
-        except UserError:
-            raise
-        except ValueError as e:
-            raise UserError(str(e)) from None
+        model = _model(kind, backbone, stride, num_classes, head)
         totals = pass_multiply_adds(model, sizes, passes)
         row = BudgetRow(
             kind=kind, backbone=backbone, eval_output_stride=stride,
