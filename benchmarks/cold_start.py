@@ -57,7 +57,8 @@ def phases(model_path, photo_path, freeze_after_pixels):
     import keras  # noqa: F401
     import tensorflow as tf  # noqa: F401
     t = mark("import tensorflow + keras", t)
-    from deeplab_xception.runtime import inference
+    from deeplab_xception.data.preprocessing import preprocess_array
+    from deeplab_xception.runtime.compiled import compiled_call
     from deeplab_xception.io import read_image
     from deeplab_xception.weights import load_model
     t = mark("import the package", t)
@@ -65,9 +66,9 @@ def phases(model_path, photo_path, freeze_after_pixels):
     t = mark("load_model (.keras)", t)
     logits = keras.Model(model.input, model.get_layer(model.LOGITS).output)
     thresholds = [] if freeze_after_pixels is None else [freeze_after_pixels] * 2
-    call = inference.compiled_call(logits, "float32", *thresholds)
+    call = compiled_call(logits, "float32", *thresholds)
     t = mark("compiled_call (build the inference function)", t)
-    images = inference.preprocess(read_image(photo_path)[None])
+    images = preprocess_array(read_image(photo_path)[None])
     call(images)
     t = mark("first call (tracing, graph optimization, run)", t)
     call(images)

@@ -23,7 +23,8 @@ import numpy as np  # noqa: E402
 
 from deeplab_xception import build_model  # noqa: E402
 from deeplab_xception.models.dilated import with_shared_space_to_batch  # noqa: E402
-from deeplab_xception.runtime.inference import FrozenGraph, _FoldedAway, fold_batch_norms  # noqa: E402
+from deeplab_xception.runtime.compiled import FrozenGraph  # noqa: E402
+from deeplab_xception.runtime.folding import _FoldedAway, fold_batch_norms  # noqa: E402
 from deeplab_xception.io import write_json  # noqa: E402
 
 

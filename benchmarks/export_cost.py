@@ -69,7 +69,7 @@ def runtimes(weights, work):
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
-    from deeplab_xception.runtime.inference import Segmenter
+    from deeplab_xception.runtime.segmenter import Segmenter
     from deeplab_xception.runtime.predict import load_segmentation_model
 
     segmenter = Segmenter(load_segmentation_model(weights), tile=(513, 513))

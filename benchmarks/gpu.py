@@ -53,7 +53,7 @@ def ours_network(output_stride, dtype="float32", training=False, depthwise="shif
                         output_stride=output_stride, atrous_rates=ATROUS_RATES[output_stride],
                         dtype=dtype if training else "float32")
     if not training:
-        from deeplab_xception.runtime.inference import fold_batch_norms
+        from deeplab_xception.runtime.folding import fold_batch_norms
         from deeplab_xception.runtime.precision import with_precision
 
         model = with_precision(fold_batch_norms(model), dtype)

@@ -27,9 +27,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from deeplab_xception import build_model  # noqa: E402
-from deeplab_xception.runtime.budget import count_multiply_adds  # noqa: E402
+from deeplab_xception.runtime.multiply_adds import count_multiply_adds  # noqa: E402
 from deeplab_xception.models.deeplab import default_atrous_rates  # noqa: E402
-from deeplab_xception.runtime.inference import compiled_call  # noqa: E402
+from deeplab_xception.runtime.compiled import compiled_call  # noqa: E402
 from deeplab_xception.io import write_json  # noqa: E402
 from deeplab_xception.runtime.precision import cpu_flags, resolve_precision  # noqa: E402
 

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 
 from deeplab_xception import build_model, load_model  # noqa: E402
 from deeplab_xception.runtime.export import export  # noqa: E402
-from deeplab_xception.runtime.inference import Segmenter  # noqa: E402
+from deeplab_xception.runtime.segmenter import Segmenter  # noqa: E402
 from deeplab_xception.data.preprocessing import IGNORE_LABEL  # noqa: E402
 from deeplab_xception.io import write_json  # noqa: E402
 from deeplab_xception.segment.datasets import load_dataset  # noqa: E402

@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from deeplab_xception import build_model  # noqa: E402
-from deeplab_xception.runtime.inference import (  # noqa: E402
-    FrozenGraph, fold_batch_norms, inference_copy)
+from deeplab_xception.runtime.compiled import FrozenGraph  # noqa: E402
+from deeplab_xception.runtime.folding import fold_batch_norms, inference_copy  # noqa: E402
 from deeplab_xception.io import write_json  # noqa: E402
 from deeplab_xception.runtime.precision import with_precision  # noqa: E402
 

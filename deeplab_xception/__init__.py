@@ -18,7 +18,7 @@ _EXPORTS = {
     "build_model": "deeplab_xception.models",
     "with_output_stride": "deeplab_xception.models",
     "load_model": "deeplab_xception.weights",
-    "Segmenter": "deeplab_xception.runtime.inference",
+    "Segmenter": "deeplab_xception.runtime.segmenter",
 }
 __all__ = sorted(_EXPORTS)
 

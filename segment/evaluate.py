@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from deeplab_xception.backend import import_tensorflow
 from deeplab_xception.errors import UserError
-from deeplab_xception.runtime.inference import Segmenter
+from deeplab_xception.runtime.segmenter import Segmenter
 from deeplab_xception.data.preprocessing import IGNORE_LABEL, MEAN_PIXEL
 from deeplab_xception.io import atomic_path, write_json
 from deeplab_xception.models import with_output_stride

@@ -7,7 +7,8 @@ import matplotlib.image
 import pytest
 
 from deeplab_xception import build_model
-from deeplab_xception.runtime.budget import SECTIONS, budget, count_multiply_adds
+from deeplab_xception.runtime.budget import budget
+from deeplab_xception.runtime.multiply_adds import SECTIONS, count_multiply_adds
 from deeplab_xception.cli import main
 from deeplab_xception.errors import UserError
 from helpers import profiled_multiply_adds

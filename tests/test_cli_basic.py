@@ -13,7 +13,7 @@ from PIL import Image
 from deeplab_xception import build_model
 from deeplab_xception.cli import main
 from deeplab_xception.cli.classify import imagenet_names
-from deeplab_xception.runtime.inference import Segmenter
+from deeplab_xception.runtime.segmenter import Segmenter
 from deeplab_xception.io import read_image
 from conftest import REPO
 from helpers import central_crop_resized, randomize_weights

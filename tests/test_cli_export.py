@@ -13,7 +13,7 @@ import pytest
 from deeplab_xception import build_model
 from deeplab_xception.runtime import export as export_module
 from deeplab_xception.cli import main
-from deeplab_xception.runtime.inference import Segmenter
+from deeplab_xception.runtime.segmenter import Segmenter
 from deeplab_xception.io import write_image
 from deeplab_xception.models import with_output_stride
 from helpers import randomize_weights

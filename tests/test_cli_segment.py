@@ -10,10 +10,10 @@ import skimage.data
 from PIL import Image
 
 from deeplab_xception import build_model
-from deeplab_xception.runtime import inference
 from deeplab_xception.cli import main
 from deeplab_xception.runtime.predict import class_table, read_batches
-from deeplab_xception.runtime.inference import Segmenter
+from deeplab_xception.runtime.compiled import compiled_call
+from deeplab_xception.runtime.segmenter import Segmenter
 from deeplab_xception.io import read_image
 from deeplab_xception.runtime.visualize import MIN_DISPLAY_SIZE, blend, enlarge_for_display, overlay
 from deeplab_xception.segment.datasets import cityscapes, voc
@@ -77,8 +77,8 @@ def test_every_format_gives_labels_overlay_and_json_in_one_trace(files, tmp_path
         traced.append(compiled(model, precision, **options))
         return traced[-1]
 
-    compiled = inference.compiled_call
-    monkeypatch.setattr(inference, "compiled_call", recording)
+    compiled = compiled_call
+    monkeypatch.setattr("deeplab_xception.runtime.segmenter.compiled_call", recording)
     out = tmp_path / "out"
     assert main(["segment", str(files["photos"]), "--weights", files["weights"],
                  "--output-dir", str(out), "--overlay", "--json", "--alpha", "0.4"]) == 0

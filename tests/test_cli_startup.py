@@ -40,7 +40,7 @@ def test_help_imports_no_framework_and_answers_at_once():
 def test_name_lists_for_help_match_the_library():
     from deeplab_xception.models.backbones import BACKBONES, reachable_output_strides
     from deeplab_xception.cli import options
-    from deeplab_xception.runtime.inference import DEFAULT_MAX_PIXELS
+    from deeplab_xception.runtime.limits import DEFAULT_MAX_PIXELS
     from deeplab_xception.data.classes import NAMED
     from deeplab_xception.runtime.export import FORMATS as EXPORT_FORMATS
     from deeplab_xception.models import KINDS
@@ -137,7 +137,7 @@ def test_segment_prints_only_its_own_lines_unless_verbose(inputs, tmp_path, verb
 def test_inference_starts_as_the_model_then_folds_then_freezes_once_each_pays_off():
     import tensorflow as tf
 
-    from deeplab_xception.runtime.inference import compiled_call
+    from deeplab_xception.runtime.compiled import compiled_call
 
     model = build_model("deeplab", backbone="xception_tiny", num_classes=3)
     randomize_weights(model, scale=0.2)

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from deeplab_xception import build_model
 from deeplab_xception.models.dilated import shared_rate, with_shared_space_to_batch
-from deeplab_xception.runtime.inference import compiled_call
+from deeplab_xception.runtime.compiled import compiled_call
 from helpers import randomize_weights
 
 

@@ -15,7 +15,9 @@ import tensorflow as tf
 from deeplab_xception import build_model
 from deeplab_xception.errors import ArgumentError
 from deeplab_xception.runtime.export import ExportOptions, export, is_previous_export
-from deeplab_xception.runtime.inference import InferenceFunction, Segmenter, fold_batch_norms
+from deeplab_xception.runtime.compiled import InferenceFunction
+from deeplab_xception.runtime.folding import fold_batch_norms
+from deeplab_xception.runtime.segmenter import Segmenter
 from helpers import randomize_weights
 
 # Smaller than a tile, 3 x 4 tiles of 64 (stride 32), odd-sized: 2 x 2 tiles at scale 1.

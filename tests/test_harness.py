@@ -13,8 +13,8 @@ import pytest
 
 from deeplab_xception import build_model, with_output_stride
 from deeplab_xception.models.backbones import BACKBONES, VARIANTS, build_backbone, register_backbone
-from deeplab_xception.runtime.budget import count_multiply_adds
-from deeplab_xception.runtime.inference import fold_batch_norms
+from deeplab_xception.runtime.multiply_adds import count_multiply_adds
+from deeplab_xception.runtime.folding import fold_batch_norms
 from deeplab_xception.models.build import HEADS, KINDS
 from helpers import SmallConvEncoder, profiled_multiply_adds, randomize_weights
 

@@ -31,17 +31,17 @@ from deeplab_xception.segment.synthetic import CLASSES, write_synthetic_dataset
 # that the JAX inference functions compiled.
 DRIVER = r"""
 import contextlib, io, json, sys
-from deeplab_xception.runtime import inference
+from deeplab_xception.runtime import segmenter
 from deeplab_xception.cli import main
 
 functions = []
-compiled_call = inference.compiled_call
+compiled_call = segmenter.compiled_call
 
 def recording(*args, **kwargs):
     functions.append(compiled_call(*args, **kwargs))
     return functions[-1]
 
-inference.compiled_call = recording
+segmenter.compiled_call = recording
 results = []
 for argv in json.loads(sys.argv[1]):
     out = io.StringIO()

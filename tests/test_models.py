@@ -11,7 +11,8 @@ import tensorflow as tf
 
 from deeplab_xception import build_model, load_model, with_output_stride
 from deeplab_xception.models.backbones import XceptionBackbone, reachable_output_strides
-from deeplab_xception.runtime.inference import Segmenter, fold_batch_norms
+from deeplab_xception.runtime.folding import fold_batch_norms
+from deeplab_xception.runtime.segmenter import Segmenter
 from deeplab_xception.models.layers import resize_align_corners, scale_dimension, weights_to_come
 from helpers import randomize_weights
 
@@ -180,7 +181,7 @@ def test_jax_backend_agrees_with_tensorflow(tiny_model_file, tmp_path):
     script = (
         "import sys, numpy as np, keras, deeplab_xception\n"
         "assert keras.backend.backend() == 'jax'\n"
-        "from deeplab_xception.runtime.inference import compiled_call\n"
+        "from deeplab_xception.runtime.compiled import compiled_call\n"
         "m = deeplab_xception.load_model(sys.argv[1])\n"
         "x = np.load(sys.argv[2])\n"
         "np.save(sys.argv[3], keras.ops.convert_to_numpy(m(x)))\n"

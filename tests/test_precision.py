@@ -13,7 +13,9 @@ import pytest
 from deeplab_xception import build_model
 from deeplab_xception.cli import main
 from deeplab_xception.errors import UserError
-from deeplab_xception.runtime.inference import FrozenGraph, Segmenter, compiled_call, fold_batch_norms
+from deeplab_xception.runtime.compiled import FrozenGraph, compiled_call
+from deeplab_xception.runtime.folding import fold_batch_norms
+from deeplab_xception.runtime.segmenter import Segmenter
 from deeplab_xception.runtime import precision
 from deeplab_xception.runtime.precision import (cpu_has_native_bf16, gpu_bfloat16_from, positions_per_call,
                                         resolve_precision, with_precision)

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from deeplab_xception import build_model
 from deeplab_xception.config import load_config
-from deeplab_xception.runtime.inference import Segmenter
+from deeplab_xception.runtime.segmenter import Segmenter
 from deeplab_xception.training import FINAL_MODEL, OptimizerConfig, ScheduleConfig, TrainerConfig, train
 from deeplab_xception.training.optimization import learning_rate
 from helpers import config_path, randomize_weights

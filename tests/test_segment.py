@@ -13,7 +13,7 @@ from deeplab_xception import build_model, with_output_stride
 from deeplab_xception.cli import main
 from deeplab_xception.config import load_config
 from deeplab_xception.errors import UserError
-from deeplab_xception.runtime.inference import Segmenter
+from deeplab_xception.runtime.segmenter import Segmenter
 from deeplab_xception.io import read_image, write_image
 from deeplab_xception.data.preprocessing import IGNORE_LABEL
 from deeplab_xception.training.trainer import apply_warm_start

@@ -17,7 +17,7 @@ import tensorflow as tf
 from deeplab_xception import build_model
 from deeplab_xception.cli import main
 from deeplab_xception.errors import UserError
-from deeplab_xception.runtime.inference import Segmenter
+from deeplab_xception.runtime.segmenter import Segmenter
 from deeplab_xception.runtime.tiling import ScaledImages, tile_spans
 from helpers import randomize_weights
 

@@ -61,7 +61,8 @@ def format_table(rows, breakdown=False):
 
 
 def run(args):
-    from deeplab_xception.runtime.budget import budget, plot_budget, plot_format
+    from deeplab_xception.runtime.budget import budget
+    from deeplab_xception.runtime.budget_plot import plot_budget, plot_format
 
     if args.kind != "deeplab" and not (args.decoder and args.separable):
         raise UserError("--no-decoder and --no-separable apply to --kind deeplab only")

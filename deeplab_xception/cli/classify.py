@@ -61,7 +61,7 @@ def run(args):
     import numpy as np
 
     from deeplab_xception.models.classifier import XceptionClassifier
-    from deeplab_xception.runtime.inference import compiled_call
+    from deeplab_xception.runtime.compiled import compiled_call
     from deeplab_xception.data.preprocessing import CENTRAL_FRACTION, CLASSIFIER_IMAGE_SIZE
     from deeplab_xception.runtime.tiling import softmax
     from deeplab_xception.weights import load_model

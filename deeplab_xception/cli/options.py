@@ -13,7 +13,7 @@ DATASET_FORMATS = ("ade20k", "cityscapes", "coco", "generic", "voc")  # segment.
 NAMED_DATASETS = ("ade20k", "cityscapes", "voc")  # the formats with a fixed class list
 EXPORT_FORMATS = ("onnx", "saved_model", "tflite")  # deeplab_xception.runtime.export.FORMATS
 PRECISIONS = ("auto", "float32", "bfloat16")  # deeplab_xception.runtime.precision.PRECISIONS
-DEFAULT_MAX_PIXELS = 100_000_000  # deeplab_xception.runtime.inference.DEFAULT_MAX_PIXELS
+DEFAULT_MAX_PIXELS = 100_000_000  # deeplab_xception.runtime.limits.DEFAULT_MAX_PIXELS
 OUTPUT_STRIDES = (4, 8, 16, 32)  # every registered backbone's reachable_output_strides, together
 
 

@@ -21,7 +21,7 @@ def report(message):
 def run(args):
     from tqdm import tqdm
 
-    from deeplab_xception.runtime.inference import Segmenter
+    from deeplab_xception.runtime.segmenter import Segmenter
     from deeplab_xception.io import check_output_dir
     from deeplab_xception.runtime.predict import (class_table, find_images, load_segmentation_model,
                                           plan_outputs, read_batches, segment_batch)

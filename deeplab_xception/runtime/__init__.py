@@ -1,2 +1,3 @@
-"""Running trained models: batch-norm folding and the staged runtime (`inference`), tiles,
-precision, the `segment` outputs, the multiply-add budget and export."""
+"""Running trained models: batch-norm folding (`folding`), the staged runtime (`compiled`),
+`Segmenter` and its pixel limit, tiles, precision, the `segment` outputs, the multiply-add
+budget and export."""

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from deeplab_xception.errors import ArgumentError, UserError
-from deeplab_xception.runtime.inference import fold_batch_norms
+from deeplab_xception.runtime.folding import fold_batch_norms
 from deeplab_xception.io import read_image
 from deeplab_xception.models.layers import scale_dimension
 from deeplab_xception.runtime.precision import with_precision

@@ -14,7 +14,7 @@ from deeplab_xception.data.classes import NAMED, bit_palette, read_class_list
 from deeplab_xception.data.files import IMAGE_EXTENSIONS, is_image_file
 from deeplab_xception.models.deeplab import DeepLabV3Plus
 from deeplab_xception.errors import ArgumentError, UserError
-from deeplab_xception.runtime.inference import DEFAULT_MAX_PIXELS, check_pixel_limit
+from deeplab_xception.runtime.limits import DEFAULT_MAX_PIXELS, check_pixel_limit
 from deeplab_xception.io import image_size, open_npy, read_image, write_image, write_json
 from deeplab_xception.runtime.visualize import class_fractions, overlay, write_label_png
 from deeplab_xception.weights import load_model

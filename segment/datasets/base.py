@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from deeplab_xception.runtime.inference import DEFAULT_MAX_PIXELS
+from deeplab_xception.runtime.limits import DEFAULT_MAX_PIXELS
 from deeplab_xception.errors import UserError
 from deeplab_xception.data.preprocessing import IGNORE_LABEL
 from deeplab_xception.io import read_image
