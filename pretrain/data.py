@@ -18,6 +18,7 @@ FEATURES = {
     "image/encoded": tf.io.FixedLenFeature([], tf.string),
     "image/class/label": tf.io.FixedLenFeature([], tf.int64),
 }
+NUM_CLASSES = 1001  # labels 1 to 1000 and the background at 0
 AUTOTUNE = tf.data.AUTOTUNE
 
 
