@@ -2,6 +2,7 @@
 
 import dataclasses
 
+from deeplab_xception.data.classes import EVAL_CROP_SIZES
 from deeplab_xception.errors import UserError
 from deeplab_xception.training import ScheduleConfig, TrainerConfig
 from deeplab_xception.training.model import ModelConfig
@@ -16,7 +17,7 @@ class DataConfig:
     tfrecords: str = ""                 # TFRecord shards of train_split; empty: stream the folder
     categories: tuple[str, ...] = ()    # COCO only: the categories that become classes 1..K
     crop_size: tuple[int, int] = (513, 513)
-    eval_crop_size: tuple[int, int] = (513, 513)  # in-training evaluation pads to this size
+    eval_crop_size: tuple[int, int] = EVAL_CROP_SIZES["voc"]  # in-training evaluation pads to it
     min_scale: float = 0.5
     max_scale: float = 2.0
     scale_step: float = 0.25
