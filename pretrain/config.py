@@ -1,19 +1,10 @@
 """The pretraining config schema: model, data and trainer sections (see the shipped pretrain_*.yaml)."""
 
 import dataclasses
-from typing import Optional
 
 from deeplab_xception.data.preprocessing import CENTRAL_FRACTION, CLASSIFIER_IMAGE_SIZE
 from deeplab_xception.training import TrainerConfig
-
-
-@dataclasses.dataclass
-class ModelConfig:
-    backbone: str = "xception_65"
-    num_classes: int = 1001               # ImageNet's 1000 plus background at 0
-    depthwise_layout: str = "checkpoint"
-    dropout: float = 0.5
-    batch_norm_momentum: Optional[float] = None  # None: the backbone's 0.9997 (slim's decay)
+from deeplab_xception.training.model import ModelConfig
 
 
 @dataclasses.dataclass

@@ -9,7 +9,8 @@ import os
 
 import tensorflow as tf
 
-from deeplab_xception.data.files import TF_IMAGE_EXTENSIONS, is_image_file, tfrecord_files
+from deeplab_xception.data.files import (TF_IMAGE_EXTENSIONS, is_image_file, read_tfrecords,
+                                         shard_files, tfrecord_files)
 from deeplab_xception.errors import UserError
 from deeplab_xception.pretrain import preprocessing
 
@@ -17,6 +18,7 @@ FEATURES = {
     "image/encoded": tf.io.FixedLenFeature([], tf.string),
     "image/class/label": tf.io.FixedLenFeature([], tf.int64),
 }
+NUM_CLASSES = 1001  # labels 1 to 1000 and the background at 0
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -78,26 +80,15 @@ def _read_file(path, label):
 def _records(data, pattern, input_context=None, training=False):
     """(encoded image, label) pairs; for training sharded per input pipeline, shuffled, endless."""
     if data.format == "tfrecord":
-        items = tfrecord_files(pattern)
-        sources = tf.data.Dataset.from_tensor_slices(items)
-
-        def read(files):
-            return files.interleave(tf.data.TFRecordDataset, cycle_length=min(16, len(items)),
-                                    num_parallel_calls=AUTOTUNE, deterministic=not training)
+        records = read_tfrecords(pattern, input_context, shuffle=training, repeat=training)
         parse = _parse_record
     else:
-        items, labels = class_directory_files(pattern)
-        sources = tf.data.Dataset.from_tensor_slices((items, labels))
-        read, parse = (lambda files: files), _read_file
-    if not training:
-        return read(sources).map(parse, num_parallel_calls=AUTOTUNE)
-    shards = input_context.num_input_pipelines if input_context else 1
-    index = input_context.input_pipeline_id if input_context else 0
-    if len(items) >= shards:
-        records = read(sources.shard(shards, index).shuffle(len(items)).repeat())
-    else:
-        records = read(sources.repeat()).shard(shards, index)
-    return records.shuffle(data.shuffle_buffer).map(parse, num_parallel_calls=AUTOTUNE)
+        records = shard_files(class_directory_files(pattern), input_context, shuffle=training,
+                              repeat=training)
+        parse = _read_file
+    if training:
+        records = records.shuffle(data.shuffle_buffer)
+    return records.map(parse, num_parallel_calls=AUTOTUNE)
 
 
 def train_dataset(data, input_context, batch_size):

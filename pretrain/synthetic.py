@@ -10,9 +10,9 @@ import os
 
 import cv2
 import numpy as np
-import tensorflow as tf
 
-from deeplab_xception.io import atomic_path, write_image
+from deeplab_xception.data.examples import encode_png, write_tfrecord
+from deeplab_xception.io import write_image
 
 COLORS = ((230, 40, 40), (40, 200, 40), (40, 80, 230), (230, 210, 30), (200, 40, 200), (30, 200, 210))
 SHAPES = ("disk", "square", "triangle", "bar", "ring", "cross")
@@ -44,15 +44,8 @@ def draw(label, rng, size):
 
 
 def _example(image, label):
-    encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()
-    feature = {
-        "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
-        "image/format": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"PNG"])),
-        "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-        "image/height": tf.train.Feature(int64_list=tf.train.Int64List(value=[image.shape[0]])),
-        "image/width": tf.train.Feature(int64_list=tf.train.Int64List(value=[image.shape[1]])),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    return {"image/encoded": encode_png(image), "image/format": b"PNG", "image/class/label": label,
+            "image/height": image.shape[0], "image/width": image.shape[1]}
 
 
 def _labels(count, num_classes, rng):
@@ -73,9 +66,8 @@ def write_tfrecords(directory, num_classes=4, train_images=256, eval_images=64, 
         labels = _labels(count, num_classes, rng)
         for shard in range(shards):
             path = os.path.join(directory, f"{split}-{shard:05d}-of-{shards:05d}")
-            with atomic_path(path) as tmp, tf.io.TFRecordWriter(tmp) as writer:
-                for label in labels[shard::shards]:
-                    writer.write(_example(draw(int(label), rng, image_size), int(label)))
+            write_tfrecord(path, (_example(draw(int(label), rng, image_size), int(label))
+                                  for label in labels[shard::shards]))
     return {"train": os.path.join(directory, "train-*"),
             "eval": os.path.join(directory, "validation-*"),
             "train_images": train_images, "eval_images": eval_images,

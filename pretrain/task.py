@@ -9,8 +9,8 @@ layer is copied into a DeepLabv3+ built by `build_model` on the same variant.
 import keras
 import tensorflow as tf
 
-from deeplab_xception import build_model
 from deeplab_xception.pretrain import data
+from deeplab_xception.training.model import build_configured
 
 
 class ClassificationTask:
@@ -21,13 +21,11 @@ class ClassificationTask:
         self.config = config
 
     def build_model(self):
-        model = self.config.model
         size = self.config.data.image_size
-        return build_model("classifier", backbone=model.backbone, num_classes=model.num_classes,
-                           depthwise_layout=model.depthwise_layout, dropout=model.dropout,
-                           activation=None, input_shape=(size, size, 3),
-                           batch_norm_momentum=model.batch_norm_momentum,
-                           dtype=self.config.trainer.precision)
+        return build_configured(self.config.model, "classifier",
+                                num_classes=self.config.model.num_classes or data.NUM_CLASSES,
+                                activation=None, input_shape=(size, size, 3),
+                                dtype=self.config.trainer.precision)
 
     def train_dataset(self, input_context, batch_size):
         return data.train_dataset(self.config.data, input_context, batch_size)

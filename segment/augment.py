@@ -7,7 +7,7 @@ the ignore label, random crop, random left-right flip.
 
 import tensorflow as tf
 
-from deeplab_xception.data.preprocessing import IGNORE_LABEL, MEAN_PIXEL, preprocess
+from deeplab_xception.data.preprocessing import pad_to_crop_tf, preprocess
 
 
 def random_scale_factor(min_scale, max_scale, step):
@@ -28,13 +28,7 @@ def scale_and_pad(image, label, crop_size, scale=None):
                                           align_corners=True)
         label = tf.compat.v1.image.resize(label, size, tf.image.ResizeMethod.NEAREST_NEIGHBOR,
                                           align_corners=True)
-    crop_height, crop_width = crop_size
-    height, width = tf.shape(image)[0], tf.shape(image)[1]
-    paddings = [[0, tf.maximum(crop_height - height, 0)], [0, tf.maximum(crop_width - width, 0)],
-                [0, 0]]
-    image = tf.pad(image - MEAN_PIXEL, paddings) + MEAN_PIXEL
-    label = tf.pad(label, paddings, constant_values=IGNORE_LABEL)
-    return image, label
+    return pad_to_crop_tf(image, label, crop_size)
 
 
 def crop_and_flip(image, label, crop_size, offset, flip):

@@ -10,12 +10,7 @@ rounding) and the same labels; tests/test_jax_training.py holds them to it.
 
 import numpy as np
 
-from deeplab_xception.data.preprocessing import IGNORE_LABEL, MEAN_PIXEL
-
-
-def preprocess(image):
-    """`deeplab_xception.data.preprocessing.preprocess` in numpy: [0, 255] to [-1, 1], float32."""
-    return image.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
+from deeplab_xception.data.preprocessing import pad_to_crop_array, preprocess_array
 
 
 def _align_corners_scale(in_size, out_size):
@@ -68,13 +63,7 @@ def scale_and_pad(image, label, crop_size, scale=None):
     if scale is not None:
         size = scaled_size(image.shape, scale)
         image, label = resize_bilinear(image, size), resize_nearest(label, size)
-    pad_height = max(crop_size[0] - image.shape[0], 0)
-    pad_width = max(crop_size[1] - image.shape[1], 0)
-    # Shifted by the mean and back, as the TF version pads: the same float rounding.
-    image = np.pad(image - np.float32(MEAN_PIXEL), ((0, pad_height), (0, pad_width), (0, 0)))
-    image = image + np.float32(MEAN_PIXEL)
-    label = np.pad(label, ((0, pad_height), (0, pad_width)), constant_values=IGNORE_LABEL)
-    return image, label
+    return pad_to_crop_array(image, label, crop_size)
 
 
 def crop_and_flip(image, label, crop_size, offset, flip):
@@ -85,7 +74,7 @@ def crop_and_flip(image, label, crop_size, offset, flip):
     label = label[top:top + crop_size[0], left:left + crop_size[1]]
     if flip:
         image, label = image[:, ::-1], label[:, ::-1]
-    return preprocess(image), label.astype(np.int32)
+    return preprocess_array(image), label.astype(np.int32)
 
 
 def random_scale_factor(rng, min_scale, max_scale, step):

@@ -1,31 +1,11 @@
 """The fine-tuning config: model, data, starting weights, evaluation, and the trainer's settings."""
 
 import dataclasses
-from typing import Optional
 
+from deeplab_xception.data.classes import EVAL_CROP_SIZES
 from deeplab_xception.errors import UserError
 from deeplab_xception.training import ScheduleConfig, TrainerConfig
-
-
-@dataclasses.dataclass
-class ModelConfig:
-    backbone: str = "xception_65"
-    output_stride: int = 16
-    atrous_rates: Optional[tuple[int, ...]] = None  # None: (6, 12, 18) scaled to the output stride
-    multi_grid: Optional[tuple[int, ...]] = None
-    decoder: bool = True
-    separable: bool = True
-    depthwise_layout: str = "checkpoint"
-    dropout: float = 0.1
-    fine_tune_batch_norm: bool = True   # False freezes BN (statistics and scale), for small batches
-    batch_norm_momentum: Optional[float] = None  # None: the checkpoints' 0.9997; short runs want ~0.9
-
-    def validate(self):
-        """The builder checks which output strides the backbone reaches; 0 would mean its default."""
-        if self.output_stride <= 0:
-            raise UserError(f"output_stride must be positive, got {self.output_stride}")
-        if not 0 <= self.dropout < 1:
-            raise UserError(f"dropout must be in [0, 1), got {self.dropout}")
+from deeplab_xception.training.model import ModelConfig
 
 
 @dataclasses.dataclass
@@ -37,7 +17,7 @@ class DataConfig:
     tfrecords: str = ""                 # TFRecord shards of train_split; empty: stream the folder
     categories: tuple[str, ...] = ()    # COCO only: the categories that become classes 1..K
     crop_size: tuple[int, int] = (513, 513)
-    eval_crop_size: tuple[int, int] = (513, 513)  # in-training evaluation pads to this size
+    eval_crop_size: tuple[int, int] = EVAL_CROP_SIZES["voc"]  # in-training evaluation pads to it
     min_scale: float = 0.5
     max_scale: float = 2.0
     scale_step: float = 0.25

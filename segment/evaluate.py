@@ -16,7 +16,7 @@ from tqdm import tqdm
 from deeplab_xception.backend import import_tensorflow
 from deeplab_xception.errors import UserError
 from deeplab_xception.runtime.segmenter import Segmenter
-from deeplab_xception.data.preprocessing import IGNORE_LABEL, MEAN_PIXEL
+from deeplab_xception.data.preprocessing import IGNORE_LABEL, pad_to_crop_array
 from deeplab_xception.io import atomic_path, write_json
 from deeplab_xception.models import with_output_stride
 from deeplab_xception.runtime.precision import resolve_precision
@@ -32,19 +32,11 @@ def check_classes(model, dataset):
                         f"the model predicts {model.num_classes}")
 
 
-def pad_to_crop(image, crop_size):
-    """float32 image padded bottom/right to `crop_size` with the mean pixel, as the official
-    eval's preprocessing does (the label's padding, 255, would be left out anyway)."""
-    height, width = image.shape[:2]
-    padding = ((0, crop_size[0] - height), (0, crop_size[1] - width), (0, 0))
-    return np.pad(image.astype(np.float32), padding, constant_values=MEAN_PIXEL)
-
-
 def predict(segmenter, image, eval_crop_size=None):
     """Label map of one uint8 image: on the padded crop when it fits, else at its own size."""
     height, width = image.shape[:2]
     if eval_crop_size and height <= eval_crop_size[0] and width <= eval_crop_size[1]:
-        padded = pad_to_crop(image, eval_crop_size)
+        padded, _ = pad_to_crop_array(image, None, eval_crop_size)
         return segmenter.labels(padded[None])[0, :height, :width]
     return segmenter.labels(image[None])[0]
 

@@ -18,7 +18,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from deeplab_xception.data.files import tfrecord_files
+from deeplab_xception.data.files import read_tfrecords, shard_files
 from deeplab_xception.errors import UserError
 from deeplab_xception.segment import augment, records
 
@@ -26,21 +26,10 @@ SHUFFLE_BUFFER = 1000
 OUT_OF_RANGE = "is out of range for"
 
 
-def record_pairs(pattern, input_context=None):
-    """This input pipeline's share of (image bytes, label bytes) from TFRecord shards.
-
-    Shards are shuffled without a seed, so asynchronous workers read in their own orders.
-    """
-    num_pipelines = input_context.num_input_pipelines if input_context else 1
-    pipeline_id = input_context.input_pipeline_id if input_context else 0
-    files = tfrecord_files(pattern)
-    if len(files) >= num_pipelines:
-        shards = tf.data.Dataset.from_tensor_slices(files).shard(num_pipelines, pipeline_id)
-        shards = shards.shuffle(len(files))
-        return shards.interleave(tf.data.TFRecordDataset,
-                                 num_parallel_calls=tf.data.AUTOTUNE).map(records.parse)
-    pairs = tf.data.TFRecordDataset(files).map(records.parse)
-    return pairs.shard(num_pipelines, pipeline_id)
+def record_pairs(pattern, input_context=None, shuffle=False):
+    """This input pipeline's share of (image bytes, label bytes) from TFRecord shards;
+    `shuffle` reorders the shards every pass."""
+    return read_tfrecords(pattern, input_context, shuffle).map(records.parse)
 
 
 def decode_image(path):
@@ -98,14 +87,10 @@ def folder_examples(dataset, input_context=None, shuffle=False, files=None):
     `shuffle` reshuffles the file order every pass, without a seed.
     """
     files = files or dataset.file_list(progress=True)
-    num_pipelines = input_context.num_input_pipelines if input_context else 1
-    pipeline_id = input_context.input_pipeline_id if input_context else 0
     decode_label = LabelDecoder(dataset, files)
-    entries = tf.data.Dataset.from_tensor_slices((
-        np.arange(len(dataset), dtype=np.int64), list(files.image_paths), list(files.label_paths),
-        np.asarray(files.palette_ids, np.int32))).shard(num_pipelines, pipeline_id)
-    if shuffle:
-        entries = entries.shuffle(len(dataset), reshuffle_each_iteration=True)
+    entries = shard_files((np.arange(len(dataset), dtype=np.int64), list(files.image_paths),
+                           list(files.label_paths), np.asarray(files.palette_ids, np.int32)),
+                          input_context, shuffle)
 
     def load(index, image_path, label_path, palette_id):
         return decode_image(image_path), decode_label(index, label_path, palette_id)
@@ -151,7 +136,7 @@ def decoded_examples(source, input_context=None, shuffle=False, files=None):
     """(image uint8 H x W x 3, label uint8 H x W x 1) of a TFRecord pattern or a SegmentationSet,
     decoded in parallel; `shuffle` (training) reorders them every pass."""
     if isinstance(source, str):
-        pairs = record_pairs(source, input_context)
+        pairs = record_pairs(source, input_context, shuffle)
         if shuffle:
             pairs = pairs.shuffle(SHUFFLE_BUFFER)
         return pairs.map(records.decode, num_parallel_calls=tf.data.AUTOTUNE)

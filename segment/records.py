@@ -5,15 +5,15 @@ on the way), read back by the input pipeline: the fast path for big sets
 and remote storage.
 """
 
+import itertools
 import math
 import os
 
-import cv2
 import tensorflow as tf
 from tqdm import tqdm
 
+from deeplab_xception.data.examples import encode_png, write_tfrecord
 from deeplab_xception.errors import UserError
-from deeplab_xception.io import atomic_path
 
 PASSTHROUGH_FORMATS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png"}
 
@@ -23,40 +23,27 @@ FEATURES = {
 }
 
 
-def encode(dataset, index):
-    """(image bytes, image format, label PNG bytes, height, width, name) of one checked example."""
-    example = dataset.examples[index]
+def example(dataset, index):
+    """The features of one checked example: its image file's bytes when TensorFlow decodes its
+    format, else a PNG, and its label as a PNG of train ids."""
+    entry = dataset.examples[index]
     image, label = dataset.read(index)
-    ext = os.path.splitext(example.image_path)[1].lower()
+    ext = os.path.splitext(entry.image_path)[1].lower()
     if ext in PASSTHROUGH_FORMATS:
-        with open(example.image_path, "rb") as f:
+        with open(entry.image_path, "rb") as f:
             image_bytes, image_format = f.read(), PASSTHROUGH_FORMATS[ext]
     else:
-        image_bytes = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()
-        image_format = "png"
-    label_bytes = cv2.imencode(".png", label)[1].tobytes()
-    return image_bytes, image_format, label_bytes, image.shape[0], image.shape[1], example.name
-
-
-def _bytes(value):
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-
-def _int(value):
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-
-
-def to_tf_example(image_bytes, image_format, label_bytes, height, width, name):
-    return tf.train.Example(features=tf.train.Features(feature={
-        "image/encoded": _bytes(image_bytes),
-        "image/filename": _bytes(name.encode()),
-        "image/format": _bytes(image_format.encode()),
-        "image/height": _int(height),
-        "image/width": _int(width),
-        "image/channels": _int(3),
-        "image/segmentation/class/encoded": _bytes(label_bytes),
-        "image/segmentation/class/format": _bytes(b"png"),
-    }))
+        image_bytes, image_format = encode_png(image), "png"
+    return {
+        "image/encoded": image_bytes,
+        "image/filename": entry.name,
+        "image/format": image_format,
+        "image/height": image.shape[0],
+        "image/width": image.shape[1],
+        "image/channels": 3,
+        "image/segmentation/class/encoded": encode_png(label),
+        "image/segmentation/class/format": "png",
+    }
 
 
 def shard_paths(output_dir, split, num_shards):
@@ -71,13 +58,12 @@ def write_tfrecords(dataset, output_dir, split, num_shards=4):
     num_shards = min(num_shards, len(dataset))
     per_shard = math.ceil(len(dataset) / num_shards)
     paths = shard_paths(output_dir, split, num_shards)
-    with tqdm(total=len(dataset), desc=f"{split} -> TFRecord", unit="image",
+    with tqdm(range(len(dataset)), desc=f"{split} -> TFRecord", unit="image",
               disable=None) as progress:
-        for shard, path in enumerate(paths):
-            with atomic_path(path) as tmp, tf.io.TFRecordWriter(tmp) as writer:
-                for index in range(shard * per_shard, min(len(dataset), (shard + 1) * per_shard)):
-                    writer.write(to_tf_example(*encode(dataset, index)).SerializeToString())
-                    progress.update()
+        indices = iter(progress)
+        for path in paths:
+            write_tfrecord(path, (example(dataset, index)
+                                  for index in itertools.islice(indices, per_shard)))
     return paths
 
 

@@ -9,10 +9,9 @@ import keras
 
 from deeplab_xception.models.deeplab import DeepLabV3Plus
 from deeplab_xception.errors import UserError
-from deeplab_xception.models.layers import configure_batch_norms
-from deeplab_xception.models import build_model
 from deeplab_xception.data.preprocessing import IGNORE_LABEL
 from deeplab_xception.training import WarmStart
+from deeplab_xception.training.model import build_configured
 from deeplab_xception.segment import synthetic
 from deeplab_xception.segment.datasets import load_dataset
 
@@ -25,7 +24,8 @@ class SegmentationTask:
     def __init__(self, config):
         self.config = config
         data = config.data
-        self._architecture(num_classes=2)  # a bad model.* value fails before any data is read
+        # A bad model.* value fails before any data is read.
+        self._architecture(num_classes=config.model.num_classes or 2)
         if data.synthetic:
             synthetic.write_unless_there(data.root)
         self.train_set = load_dataset(data.format, data.root, data.train_split,
@@ -34,24 +34,11 @@ class SegmentationTask:
         self._train_files = self._val = None  # header checks, done once per process
 
     def _architecture(self, num_classes):
-        model_config = self.config.model
-        try:
-            return build_model(
-                "deeplab", backbone=model_config.backbone,
-                output_stride=model_config.output_stride, num_classes=num_classes,
-                multi_grid=model_config.multi_grid, depthwise_layout=model_config.depthwise_layout,
-                atrous_rates=model_config.atrous_rates, separable=model_config.separable,
-                decoder=model_config.decoder, dropout=model_config.dropout,
-                batch_norm_momentum=model_config.batch_norm_momentum,
-                dtype=self.config.trainer.precision)
-        except ValueError as e:
-            raise UserError(f"model: {str(e).splitlines()[0]}") from None
+        return build_configured(self.config.model, "deeplab", num_classes=num_classes,
+                                dtype=self.config.trainer.precision)
 
     def build_model(self):
-        model_config = self.config.model
-        model = self._architecture(len(self.classes))
-        configure_batch_norms(model, trainable=model_config.fine_tune_batch_norm)
-        return model
+        return self._architecture(len(self.classes))
 
     def warm_start(self, model):
         """The backbone must come whole from `init.weights`; the head when it matches;

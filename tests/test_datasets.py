@@ -10,9 +10,10 @@ import tensorflow as tf
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from deeplab_xception.data.files import read_tfrecords
 from deeplab_xception.errors import UserError
 from deeplab_xception.io import read_image, write_image
-from deeplab_xception.segment import augment, convert, pipeline, records
+from deeplab_xception.segment import augment, convert, pipeline
 from deeplab_xception.segment.datasets import ade20k, base, cityscapes, load_dataset, voc
 from deeplab_xception.data.classes import read_class_list, write_class_list
 from deeplab_xception.segment.synthetic import write_synthetic_dataset
@@ -222,6 +223,25 @@ def test_tfrecords_hold_what_direct_reading_gives(generic_root, tmp_path):
         image, label = dataset.read(index)
         np.testing.assert_array_equal(by_label[label[..., None].tobytes()], image)
     _assert_streams_as_read(dataset)
+
+
+@pytest.mark.parametrize("num_files", [3, 1])
+def test_every_tfrecord_is_read_by_exactly_one_input_pipeline(tmp_path, num_files):
+    """The Task contract, for both applications' reader: the pipelines' shares partition the
+    records, with more files than pipelines (files dealt out) and fewer (records dealt out)."""
+    written = list(range(12))
+    for shard in range(num_files):
+        with tf.io.TFRecordWriter(str(tmp_path / f"part-{shard}")) as writer:
+            for value in written[shard::num_files]:
+                writer.write(str(value).encode())
+    shares = []
+    for index in range(2):
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=index)
+        stream = read_tfrecords(str(tmp_path / "part-*"), context, shuffle=True)
+        shares.append({int(r) for r in stream.as_numpy_iterator()})
+    assert shares[0].isdisjoint(shares[1]) and sorted(shares[0] | shares[1]) == written
+    endless = read_tfrecords(str(tmp_path / "part-*"), repeat=True).take(24)
+    assert sorted(int(r) for r in endless.as_numpy_iterator()) == sorted(written * 2)
 
 
 def test_augmentation_pads_with_mean_pixel_and_ignore_and_keeps_pixels_aligned():

@@ -171,6 +171,16 @@ def test_unknown_trainer_key_is_rejected():
         load_config(TrainerConfig, None, ["learning_rate.decay=0.9"])
 
 
+
+def test_the_model_section_refuses_what_the_kind_or_the_data_rule_out():
+    from deeplab_xception.training.model import ModelConfig, build_configured
+
+    with pytest.raises(UserError, match="^model.decoder: a classifier model has no decoder"):
+        build_configured(ModelConfig(backbone="xception_tiny", decoder=False), "classifier")
+    with pytest.raises(UserError, match="^model.num_classes: 4, but the data has 3$"):
+        build_configured(ModelConfig(backbone="xception_tiny", num_classes=4), "deeplab",
+                         num_classes=3)
+
 MIRRORED = """
 import sys, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]

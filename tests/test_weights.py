@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from deeplab_xception import build_model, load_model
-from deeplab_xception.models.backbones import XceptionBackbone
+from deeplab_xception.models.backbones import XceptionBackbone, copy_weights_by_name
 from deeplab_xception.models.classifier import XceptionClassifier
 from deeplab_xception.models.deeplab import DeepLabV3Plus
 from deeplab_xception.errors import UserError
@@ -305,3 +305,29 @@ def test_matching_weights_skip_or_refuse_other_shapes():
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="dense_other")])
     with pytest.raises(UserError, match="other.keras: no layer matches the model by name and shape"):
         copy_matching_weights(model, other, "other.keras")
+
+
+class _TwoVariables(keras.layers.Layer):
+    """A layer whose variables are created in the order given: the same names in another order."""
+
+    def __init__(self, order, **kwargs):
+        super().__init__(**kwargs)
+        self.order = order
+
+    def build(self, input_shape):
+        for name in self.order:
+            self.add_weight(shape=(2,), initializer="zeros", name=name)
+
+
+def test_weights_are_copied_by_variable_name_never_by_order():
+    def model(order, name):
+        return keras.Sequential([keras.Input((2,)), _TwoVariables(order, name="pair")], name=name)
+
+    source, target, rebuilt = model("ab", "source"), model("ba", "target"), model("ba", "rebuilt")
+    for variable, value in zip(source.get_layer("pair").weights, ([1.0, 2.0], [3.0, 4.0])):
+        variable.assign(value)
+    assert copy_matching_weights(target, source, "source.keras", required=["pair"]) == ["pair"]
+    copy_weights_by_name(source, rebuilt)
+    for copy in (target, rebuilt):
+        values = {v.name: v.numpy().tolist() for v in copy.get_layer("pair").weights}
+        assert values == {"a": [1.0, 2.0], "b": [3.0, 4.0]}

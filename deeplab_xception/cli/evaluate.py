@@ -34,13 +34,13 @@ def register(subparsers):
 
 def eval_crop_size(values, weights, format):
     """(height, width) or None from --eval-crop-size, the zoo entry or the dataset format."""
+    from deeplab_xception.data.classes import EVAL_CROP_SIZES
     from deeplab_xception.errors import UserError
     from deeplab_xception.weights.zoo import ZOO
-    from deeplab_xception.segment.datasets import FORMATS
 
     if values is None:
         zoo = ZOO.get(weights)
-        return (zoo and zoo.crop_size) or getattr(FORMATS[format], "EVAL_CROP_SIZE", None)
+        return (zoo and zoo.crop_size) or EVAL_CROP_SIZES.get(format)
     if [v.lower() for v in values] == ["none"]:
         return None
     if len(values) != 2 or not all(v.isdigit() and int(v) > 0 for v in values):

@@ -1,2 +1,3 @@
-"""The data floor: the one input contract (`preprocessing`), class lists and palettes, and the
-files shipped with the package (ImageNet class names, the official checkpoint manifest)."""
+"""The data floor: the one input contract (`preprocessing`), class lists and palettes, which files
+each input pipeline reads (`files`), the one TFRecord writer (`examples`), and the files shipped
+with the package (ImageNet class names, the official checkpoint manifest)."""

@@ -1,6 +1,6 @@
 """Class names and colors: the fixed class lists of the named datasets, VOC's color map, and
-class list files ("name r g b" lines). Inference reads them here, so segmenting a photo never
-imports the fine-tuning application."""
+class list files ("name r g b" lines); and the named datasets' official eval crops. Inference
+and the model zoo read them here, so neither imports the fine-tuning application."""
 
 import os
 
@@ -131,3 +131,7 @@ NAMED = {
                    np.array([color for _, _, color in CITYSCAPES_TRAIN_CLASSES], np.uint8)),
     "voc": (VOC_CLASSES, bit_palette(len(VOC_CLASSES))),
 }
+
+# What the official eval pads every image to (height, width), by format name: VOC's images are
+# at most 500 x 500, Cityscapes' 1024 x 2048.
+EVAL_CROP_SIZES = {"voc": (513, 513), "cityscapes": (1025, 2049)}

@@ -1,4 +1,5 @@
-"""Which files hold data: image files by extension, and the TFRecord shards of a pattern.
+"""Which files hold data: image files by extension, the TFRecord shards of a pattern, and
+which of them each input pipeline reads.
 
 One list per decoder: `read_image` (OpenCV) reads IMAGE_EXTENSIONS; the tf.data
 input pipelines decode with `tf.io.decode_image`, which reads the TF_ ones.
@@ -23,3 +24,39 @@ def tfrecord_files(pattern):
         raise UserError(f"{pattern}: no TFRecord files match" if pattern
                         else "no TFRecord file pattern given")
     return files
+
+
+def shard_files(items, input_context=None, shuffle=False, repeat=False, read=None):
+    """This input pipeline's share of `items` (file names, or a tuple of per-file lists) as
+    tf.data, each file made into records by `read` (by default the items themselves).
+
+    With at least one file per pipeline each pipeline reads every n-th file; with fewer,
+    every pipeline reads them all and keeps every n-th record. `shuffle` reorders the files
+    every pass without a seed, so asynchronous workers (which all get pipeline 0) read in
+    independent orders; `repeat` makes the files endless before they are read, so an epoch's
+    end never drains the reader.
+    """
+    tf = import_tensorflow()
+    count = len(items[0] if isinstance(items, tuple) else items)
+    pipelines = input_context.num_input_pipelines if input_context else 1
+    index = input_context.input_pipeline_id if input_context else 0
+    read = read or (lambda files: files)
+    files = tf.data.Dataset.from_tensor_slices(items)
+    if count < pipelines:
+        return read(files.repeat() if repeat else files).shard(pipelines, index)
+    files = files.shard(pipelines, index)
+    if shuffle:
+        files = files.shuffle(count)
+    return read(files.repeat() if repeat else files)
+
+
+def read_tfrecords(pattern, input_context=None, shuffle=False, repeat=False):
+    """This input pipeline's share (see `shard_files`) of the serialized records of the TFRecord
+    shards matching `pattern`, read up to 16 files at a time; in a fixed order unless `shuffle`."""
+    tf = import_tensorflow()
+    files = tfrecord_files(pattern)
+
+    def read(names):
+        return names.interleave(tf.data.TFRecordDataset, cycle_length=min(16, len(files)),
+                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+    return shard_files(files, input_context, shuffle, repeat, read)

@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 from keras import ops
 
+from deeplab_xception.backend import import_tensorflow
+
 MEAN_PIXEL = 127.5
 IGNORE_LABEL = 255
 CLASSIFIER_IMAGE_SIZE = 299
@@ -27,6 +29,38 @@ def preprocess(images):
 def preprocess_array(images):
     """`preprocess` in numpy, float32 in and out: for inference, whatever the backend."""
     return np.asarray(images, np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
+
+
+def _crop_padding(shape, crop_size, rank):
+    """Bottom/right padding of each axis up to the crop's height and width (none past it)."""
+    return ([(0, max(crop_size[0] - shape[0], 0)), (0, max(crop_size[1] - shape[1], 0))]
+            + [(0, 0)] * (rank - 2))
+
+
+def pad_to_crop_array(image, label, crop_size):
+    """(float32 image, label) padded bottom and right to at least `crop_size` (height, width), as
+    the official input pipeline pads: the image with the mean pixel, the label (None: none) with
+    the ignore label; never cropped. In numpy, for inference and input without TensorFlow."""
+    image = np.asarray(image, np.float32)
+    image = np.pad(image, _crop_padding(image.shape, crop_size, image.ndim),
+                   constant_values=MEAN_PIXEL)
+    if label is not None:
+        label = np.pad(label, _crop_padding(label.shape, crop_size, label.ndim),
+                       constant_values=IGNORE_LABEL)
+    return image, label
+
+
+def pad_to_crop_tf(image, label, crop_size):
+    """`pad_to_crop_array` in TensorFlow ops, for tf.data: shapes known only per example, and
+    graphs that run on remote workers, whatever Keras' backend."""
+    tf = import_tensorflow()
+    image = tf.cast(image, tf.float32)
+    shape = tf.shape(image)
+    padding = [[0, tf.maximum(crop_size[0] - shape[0], 0)],
+               [0, tf.maximum(crop_size[1] - shape[1], 0)]]
+    image = tf.pad(image, padding + [[0, 0]], constant_values=MEAN_PIXEL)
+    label = tf.pad(label, padding + [[0, 0]] * (len(label.shape) - 2), constant_values=IGNORE_LABEL)
+    return image, label
 
 
 def central_crop_box(height, width, central_fraction=CENTRAL_FRACTION):

@@ -18,13 +18,14 @@ resized on its own, bit for bit as part of the whole.
 
 import numpy as np
 
+from deeplab_xception.data.classes import EVAL_CROP_SIZES
 from deeplab_xception.errors import ArgumentError
 
-DEFAULT_TILE = (513, 513)  # the official eval crop
+DEFAULT_TILE = EVAL_CROP_SIZES["voc"]  # 513 x 513
 DEFAULT_OVERLAP = 1 / 3
 # "auto" runs an image whole up to this many pixels (the largest official eval
 # crop, Cityscapes' 1025 x 2049) and tiles larger ones.
-AUTO_WHOLE_PIXELS = 1025 * 2049
+AUTO_WHOLE_PIXELS = max(height * width for height, width in EVAL_CROP_SIZES.values())
 
 
 def tile_option(tile):

@@ -7,28 +7,16 @@ leaves the segmentation head as initialized.
 """
 
 import keras
-import numpy as np
 
 from deeplab_xception.errors import UserError
+from deeplab_xception.models.backbones.base import leaf_layers, variable_pairs, weighted_layers
 from deeplab_xception.weights.loading import load_model
-
-
-def _weighted_layers(model):
-    """Every layer that holds weights, nested models opened up."""
-    for layer in model.layers:
-        if hasattr(layer, "layers"):
-            yield from _weighted_layers(layer)
-        elif layer.weights:
-            yield layer
 
 
 def _activations(model):
     """Names of every activation layer, nested models opened up."""
-    for layer in model.layers:
-        if hasattr(layer, "layers"):
-            yield from _activations(layer)
-        elif isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)):
-            yield layer.name
+    return [layer.name for layer in leaf_layers(model)
+            if isinstance(layer, (keras.layers.ReLU, keras.layers.Activation))]
 
 
 def _check_activations(model, source, name, copied):
@@ -50,7 +38,8 @@ def _check_activations(model, source, name, copied):
 
 
 def copy_matching_weights(model, source, name, required=(), skip=()):
-    """Copies `source`'s weights into `model` wherever a layer name and its shapes agree.
+    """Copies `source`'s weights into `model` wherever a layer's name and its variables' names
+    and shapes agree (`variable_pairs`).
 
     Layers named in `required` must be in `source` with the same shapes, or a
     UserError names the first that is not; other layers are copied when they
@@ -60,10 +49,10 @@ def copy_matching_weights(model, source, name, required=(), skip=()):
     copied; a UserError when nothing matched. The model is changed only when
     every check passed.
     """
-    available = {layer.name: layer for layer in _weighted_layers(source)}
+    available = weighted_layers(source)
     required = set(required)
-    copies = []
-    for layer in _weighted_layers(model):
+    copies = {}
+    for layer in weighted_layers(model).values():
         if layer.name in skip:
             continue
         match = available.get(layer.name)
@@ -71,21 +60,25 @@ def copy_matching_weights(model, source, name, required=(), skip=()):
             if layer.name in required:
                 raise UserError(f"{name}: has no layer {layer.name}; it holds another architecture")
             continue
-        values = match.get_weights()
-        shapes, expected = [np.shape(v) for v in values], [tuple(w.shape) for w in layer.weights]
-        if shapes != expected:
+        pairs = variable_pairs(match, layer)
+        if pairs is None:
             if layer.name in required:
-                raise UserError(f"{name}: layer {layer.name} has shapes {shapes}, "
-                                f"the model needs {expected}")
+                raise UserError(f"{name}: layer {layer.name} has shapes {_shapes(match)}, "
+                                f"the model needs {_shapes(layer)}")
             continue
-        copies.append((layer, values))
+        copies[layer.name] = pairs
     if not copies:
         raise UserError(f"{name}: no layer matches the model by name and shape")
-    copied = [layer.name for layer, _ in copies]
+    copied = list(copies)
     _check_activations(model, source, name, copied)
-    for layer, values in copies:
-        layer.set_weights(values)
+    for pairs in copies.values():
+        for variable, value in pairs:
+            variable.assign(value)
     return copied
+
+
+def _shapes(layer):
+    return [tuple(v.shape) for v in layer.weights]
 
 
 def load_matching_weights(model, weights, required=(), skip=()):

@@ -9,7 +9,8 @@ one is known, and every download's digest is recorded on first use instead.
 
 import dataclasses
 
-from deeplab_xception.data.preprocessing import INCEPTION
+from deeplab_xception.data.classes import EVAL_CROP_SIZES
+from deeplab_xception.data.preprocessing import CLASSIFIER_IMAGE_SIZE, INCEPTION
 
 _DOWNLOADS = "https://download.tensorflow.org/models/"
 SOURCE = "https://github.com/tensorflow/models/blob/master/research/deeplab/g3doc/model_zoo.md"
@@ -46,10 +47,11 @@ class Pretrained:
 _VOC_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 _CITYSCAPES_SCALES = (0.75, 1.0, 1.25)
 # ImageNet classifiers without their logits, trained at 299 x 299.
-_IMAGENET = dict(kind="backbone", output_stride=32, crop_size=(299, 299), dataset="ImageNet")
-# The PASCAL VOC models: 21 classes, trained at output stride 16, evaluated on 513 x 513.
+_IMAGENET = dict(kind="backbone", output_stride=32, dataset="ImageNet",
+                 crop_size=(CLASSIFIER_IMAGE_SIZE, CLASSIFIER_IMAGE_SIZE))
+# The PASCAL VOC models: 21 classes, trained at output stride 16, evaluated on VOC's crop.
 _VOC = dict(backbone="xception_65", kind="deeplab", num_classes=21, output_stride=16,
-            crop_size=(513, 513))
+            crop_size=EVAL_CROP_SIZES["voc"])
 
 PRETRAINED = (
     Pretrained(
@@ -68,7 +70,7 @@ PRETRAINED = (
                                  split="test", multiply_adds=3055.35e9),)),
     Pretrained(
         name="xception65_cityscapes_trainfine", backbone="xception_65", kind="deeplab",
-        num_classes=19, output_stride=16, crop_size=(1025, 2049),
+        num_classes=19, output_stride=16, crop_size=EVAL_CROP_SIZES["cityscapes"],
         url=_DOWNLOADS + "deeplabv3_cityscapes_train_2018_02_06.tar.gz",
         dataset="ImageNet, then Cityscapes train_fine",
         results=(PublishedResult(output_stride=16, scales=(1.0,), flip=False, miou=0.7879,

@@ -21,7 +21,6 @@ LABEL_ID_TO_TRAIN_ID = train_id_table(len(CLASSES), {
     **{value: IGNORE_LABEL for value in range(256)},
     **{label_id: train_id for train_id, (_, label_id, _) in enumerate(TRAIN_CLASSES)}})
 
-EVAL_CROP_SIZE = (1025, 2049)  # the official eval pads the 1024x2048 images to this
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
 

@@ -13,7 +13,6 @@ from deeplab_xception.segment.datasets.base import Example, SegmentationSet, rea
 
 CLASSES, PALETTE = classes.NAMED["voc"]
 AUGMENTED_SPLITS = ("trainaug",)
-EVAL_CROP_SIZE = (513, 513)  # the official eval pads every image (at most 500x500) to this
 
 
 def load(root, split="val", label_dir=None):

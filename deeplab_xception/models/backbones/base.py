@@ -101,15 +101,29 @@ class Backbone(ConfigModel):
         return dict(self.get_config(), output_stride=output_stride)
 
 
-def weighted_layers(model):
-    """{name: layer} of every layer holding weights, nested models opened up."""
-    found = {}
+def leaf_layers(model):
+    """Every layer of `model`, nested models opened up: the one walk that matches layers by name."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            found.update(weighted_layers(layer))
-        elif layer.weights:
-            found[layer.name] = layer
-    return found
+            yield from leaf_layers(layer)
+        else:
+            yield layer
+
+
+def weighted_layers(model):
+    """{name: layer} of every layer holding weights, nested models opened up."""
+    return {layer.name: layer for layer in leaf_layers(model) if layer.weights}
+
+
+def variable_pairs(source, layer):
+    """(variable of `layer`, variable of the layer `source`) for every weight, matched by
+    variable name, never by order; None unless both hold the same names and shapes."""
+    variables = {v.name: v for v in source.weights}
+    pairs = [(variable, variables.get(variable.name)) for variable in layer.weights]
+    if len(variables) != len(pairs) or any(
+            match is None or tuple(match.shape) != tuple(variable.shape) for variable, match in pairs):
+        return None
+    return pairs
 
 
 def copy_weights_by_name(source, target):
@@ -124,12 +138,10 @@ def copy_weights_by_name(source, target):
         raise ValueError(f"copy by name: layer {name} is in only one of {source.name}, {target.name}")
     pairs = []
     for name, layer in wanted.items():
-        variables = {v.name: v for v in held[name].weights}
-        for variable in layer.weights:
-            match = variables.get(variable.name)
-            if match is None or tuple(match.shape) != tuple(variable.shape):
-                raise ValueError(f"copy by name: {name}/{variable.name} differs between "
-                                 f"{source.name} and {target.name}")
-            pairs.append((variable, match))
+        matched = variable_pairs(held[name], layer)
+        if matched is None:
+            raise ValueError(f"copy by name: {name}'s variables differ between {source.name} and "
+                             f"{target.name}")
+        pairs += matched
     for variable, match in pairs:
         variable.assign(match)
