@@ -27,7 +27,7 @@ class ClassificationTask:
                            depthwise_layout=model.depthwise_layout, dropout=model.dropout,
                            activation=None, input_shape=(size, size, 3),
                            batch_norm_momentum=model.batch_norm_momentum,
-                           dtype=self.config.trainer.precision)
+                           dtype=self.config.trainer.dtype_policy)
 
     def train_dataset(self, input_context, batch_size):
         return data.train_dataset(self.config.data, input_context, batch_size)

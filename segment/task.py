@@ -43,7 +43,7 @@ class SegmentationTask:
                 atrous_rates=model_config.atrous_rates, separable=model_config.separable,
                 decoder=model_config.decoder, dropout=model_config.dropout,
                 batch_norm_momentum=model_config.batch_norm_momentum,
-                dtype=self.config.trainer.precision)
+                dtype=self.config.trainer.dtype_policy)
         except ValueError as e:
             raise UserError(f"model: {str(e).splitlines()[0]}") from None
 

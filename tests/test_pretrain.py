@@ -196,6 +196,7 @@ def test_bad_input_fails_with_one_line_from_the_cli(tmp_path, capsys, monkeypatc
         (["data.format=directory", f"data.train={tmp_path}/empty"], "empty: no images in class folders"),
         ([f"data.train={tmp_path}/none-*"], "no TFRecord files match"),
         (["trainer.learning_rate.warmup=5"], "unknown config key 'trainer.learning_rate.warmup'"),
+        (["trainer.precision=float32"], "config key 'trainer.precision' is now 'trainer.dtype_policy'"),
         (["trainer.strategy=async"], "strategy: 'async' is not one of"),
     ]
     for extra, message in cases:

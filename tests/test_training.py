@@ -169,6 +169,8 @@ def test_unknown_trainer_key_is_rejected():
 
     with pytest.raises(UserError, match="unknown config key 'learning_rate.decay'"):
         load_config(TrainerConfig, None, ["learning_rate.decay=0.9"])
+    with pytest.raises(UserError, match="^config: config key 'precision' is now 'dtype_policy'$"):
+        load_config(TrainerConfig, None, ["precision=mixed_bfloat16"])
 
 
 MIRRORED = """

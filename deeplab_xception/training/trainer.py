@@ -116,7 +116,7 @@ def train(task, config):
         step = state.step_variable()
         optimizer = make_optimizer(config, lambda: learning_rate(
             config.learning_rate, step[0], steps_per_epoch, total_steps))
-        if config.precision == "mixed_float16":
+        if config.dtype_policy == "mixed_float16":
             # float16 gradients underflow; the dynamic loss scale keeps them in range.
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
@@ -131,7 +131,7 @@ def train(task, config):
             outputs = model(features, training=True)
             loss = task.loss(labels, outputs)
             scaled = (loss + weight_decay(kernels, config.weight_decay)) / replicas
-            if config.precision == "mixed_float16":
+            if config.dtype_policy == "mixed_float16":
                 scaled = optimizer.scale_loss(scaled)
         gradients = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
