@@ -15,7 +15,7 @@ import tensorflow as tf
 from deeplab_xception import build_model
 from deeplab_xception.errors import UserError
 from deeplab_xception.training import FINAL_MODEL, ScheduleConfig, TrainerConfig, cluster, launcher, train
-from deeplab_xception.training.evaluator import evaluate
+from deeplab_xception.training.sidecar import run_sidecar_evaluator
 from deeplab_xception.training.optimization import decayed_kernels, learning_rate, weight_decay
 from deeplab_xception.weights.transfer import copy_matching_weights
 
@@ -288,7 +288,7 @@ def test_resumed_runs_and_evaluators_never_open_the_initial_weights(tmp_path):
     (tmp_path / "init.keras").unlink()
     resumed = task(2)
     assert train(resumed, resumed.config.trainer) == 2
-    assert set(evaluate(resumed, resumed.config.trainer, timeout=1)) == {"2"}
+    assert set(run_sidecar_evaluator(resumed, resumed.config.trainer, timeout=1)) == {"2"}
     trained = keras.saving.load_model(tmp_path / "run" / FINAL_MODEL)
     # A zero learning rate: the backbone is still the initial weights after the resume.
     layer = "exit_flow.block2.unit_1.xception_module.separable_conv3_pointwise"

@@ -21,7 +21,7 @@ import tensorflow as tf
 from deeplab_xception.errors import ClusterLost, UserError
 from deeplab_xception.io import atomic_path, write_json
 from deeplab_xception.models.layers import configure_batch_norms
-from deeplab_xception.training import cluster, evaluator, state
+from deeplab_xception.training import cluster, sidecar, state
 from deeplab_xception.training.config import FINAL_MODEL
 from deeplab_xception.training.optimization import (
     decayed_kernels, learning_rate, make_optimizer, weight_decay)
@@ -84,7 +84,7 @@ def train(task, config):
     config.validate()
     task_type, _ = cluster.role()
     if task_type == "evaluator":
-        return evaluator.evaluate(task, config)
+        return sidecar.run_sidecar_evaluator(task, config)
     if task_type in ("worker", "ps") and config.strategy == "parameter_server":
         cluster.serve_forever()
     strategy = make_strategy(config)
@@ -95,7 +95,7 @@ def train(task, config):
                        else float(total_steps))
     chief = cluster.is_chief()
     write_dir = config.model_dir if chief else tempfile.mkdtemp(prefix="worker-")
-    final_marker = os.path.join(config.model_dir, evaluator.FINAL_STEP)
+    final_marker = os.path.join(config.model_dir, sidecar.FINAL_STEP)
 
     # -- input ----------------------------------------------------------------
     def dataset_fn(input_context):
