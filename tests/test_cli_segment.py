@@ -12,7 +12,7 @@ from PIL import Image
 from deeplab_xception import build_model
 from deeplab_xception.runtime import inference
 from deeplab_xception.cli import main
-from deeplab_xception.runtime.predict import class_table, read_batches
+from deeplab_xception.runtime.image_files import class_table, read_batches
 from deeplab_xception.runtime.inference import Segmenter
 from deeplab_xception.io import read_image
 from deeplab_xception.runtime.visualize import MIN_DISPLAY_SIZE, blend, enlarge_for_display, overlay

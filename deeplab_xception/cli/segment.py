@@ -23,7 +23,7 @@ def run(args):
 
     from deeplab_xception.runtime.inference import Segmenter
     from deeplab_xception.io import check_output_dir
-    from deeplab_xception.runtime.predict import (class_table, find_images, load_segmentation_model,
+    from deeplab_xception.runtime.image_files import (class_table, find_images, load_segmentation_model,
                                           plan_outputs, read_batches, segment_batch)
 
     if args.batch_size < 1:
