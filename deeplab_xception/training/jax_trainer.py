@@ -173,9 +173,9 @@ def train(task, config):
                             f"not {latest}")
         print(f"resuming from {found[latest]} at step {latest}", flush=True)
     else:
-        spec = warm_start_of(task, model, config)
-        if spec:
-            apply_warm_start(model, spec)
+        warm_start = warm_start_of(task, model, config)
+        if warm_start:
+            apply_warm_start(model, warm_start)
     start = int(optimizer.iterations.numpy())
 
     # -- step -----------------------------------------------------------------

@@ -152,13 +152,13 @@ def train(task, config):
     if not latest and glob.glob(os.path.join(glob.escape(config.model_dir), "ckpt-*.weights.h5")):
         raise UserError(f"{config.model_dir}: holds checkpoints of the JAX trainer; resume it "
                         "with KERAS_BACKEND=jax, or give another trainer.model_dir")
-    spec = None if latest else warm_start_of(task, model, config)
+    warm_start = None if latest else warm_start_of(task, model, config)
     if latest:
         state.restore(checkpoint, latest)
         if chief:
             print(f"resuming from {latest} at step {state.value(step)}", flush=True)
-    elif spec:
-        apply_warm_start(model, spec)
+    elif warm_start:
+        apply_warm_start(model, warm_start)
     if chief and os.path.exists(final_marker):
         os.remove(final_marker)  # an earlier run's end; this run writes its own
 
