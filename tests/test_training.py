@@ -115,10 +115,10 @@ def test_a_chief_whose_tasks_do_not_answer_says_so_within_seconds(monkeypatch, c
     listening.close()
 
 
-def test_local_cluster_spec_and_layout():
-    assert launcher.parse_spec("workers=2,ps=1") == {"workers": 2, "ps": 1, "evaluator": 0}
+def test_local_cluster_sizes_and_layout():
+    assert launcher.parse_cluster("workers=2,ps=1") == {"workers": 2, "ps": 1, "evaluator": 0}
     with pytest.raises(UserError, match="'gpus=2'"):
-        launcher.parse_spec("workers=2,gpus=2")
+        launcher.parse_cluster("workers=2,gpus=2")
     layout = launcher.cluster_layout(workers=2, ps=1)
     assert [len(layout[job]) for job in ("chief", "worker", "ps")] == [1, 2, 1]
     addresses = sum(layout.values(), [])
