@@ -12,13 +12,13 @@ FLAGS = {"format": "--format", "scales": "--scales", "tile": "--tile", "overlap"
          "calibration_images": "--calibration-images"}
 
 
-def calibration_images(spec):
+def calibration_images(pattern):
     """The image paths under --calibration-images (a directory or glob pattern), or ()."""
     from deeplab_xception.runtime.image_files import find_images
 
-    if spec is None:
+    if pattern is None:
         return ()
-    paths, problems = find_images([spec])
+    paths, problems = find_images([pattern])
     if problems:
         raise UserError(f"--calibration-images: {problems[0]}")
     return paths

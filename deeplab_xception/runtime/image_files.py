@@ -27,20 +27,20 @@ OUTPUT_SUFFIXES = {"labels": ".png", "overlay": ".overlay.png", "json": ".json",
 def find_images(inputs):
     """(image paths, problems) from files, directories and glob patterns, each path once."""
     found, problems = {}, []
-    for spec in inputs:
-        if os.path.isfile(spec):
-            paths = [spec]
-        elif os.path.isdir(spec):
-            paths = _images_in(sorted(os.path.join(spec, name) for name in os.listdir(spec)))
+    for name in inputs:
+        if os.path.isfile(name):
+            paths = [name]
+        elif os.path.isdir(name):
+            paths = _images_in(sorted(os.path.join(name, entry) for entry in os.listdir(name)))
             if not paths:
-                problems.append(f"{spec}: directory holds no {'/'.join(IMAGE_EXTENSIONS)} files")
-        elif glob.has_magic(spec):
-            paths = _images_in(sorted(glob.glob(spec, recursive=True)))
+                problems.append(f"{name}: directory holds no {'/'.join(IMAGE_EXTENSIONS)} files")
+        elif glob.has_magic(name):
+            paths = _images_in(sorted(glob.glob(name, recursive=True)))
             if not paths:
-                problems.append(f"{spec}: no image file matches")
+                problems.append(f"{name}: no image file matches")
         else:
             paths = []
-            problems.append(f"{spec}: no such file")
+            problems.append(f"{name}: no such file")
         for path in paths:
             found.setdefault(os.path.realpath(path), path)
     return list(found.values()), problems
