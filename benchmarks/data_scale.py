@@ -118,13 +118,13 @@ def make_split(root, layout, names, split):
         with open(os.path.join(folder, f"{split}.txt"), "w") as f:
             f.write("".join(name + "\n" for name in names))
         return
-    for kind, suffix in (("leftImg8bit", "_leftImg8bit.png"), ("gtFine", "_gtFine_labelIds.png")):
-        folder = os.path.join(root, kind, split, "city")
+    for part, suffix in (("leftImg8bit", "_leftImg8bit.png"), ("gtFine", "_gtFine_labelIds.png")):
+        folder = os.path.join(root, part, split, "city")
         os.makedirs(folder, exist_ok=True)
         for name in names:
             link = os.path.join(folder, f"city_{name}{suffix}")
             if not os.path.exists(link):
-                os.symlink(os.path.join(root, kind, "all", "city", f"city_{name}{suffix}"), link)
+                os.symlink(os.path.join(root, part, "all", "city", f"city_{name}{suffix}"), link)
 
 
 def timed(command, env, first_step=None):

@@ -29,8 +29,8 @@ from deeplab_xception.training.config import DTYPE_POLICIES
 from training_overhead import DEFAULTS, InMemoryTask, loop_step_times, make_batch, make_task
 
 
-def step_times(kind, backbone, size, batch, dtype_policy, warmup, steps):
-    task, defaults = make_task(kind, backbone, size)
+def step_times(application, backbone, size, batch, dtype_policy, warmup, steps):
+    task, defaults = make_task(application, backbone, size)
     task.config.trainer.dtype_policy = dtype_policy
     with tempfile.TemporaryDirectory(prefix="precision-") as model_dir:
         config = TrainerConfig(
@@ -40,7 +40,7 @@ def step_times(kind, backbone, size, batch, dtype_policy, warmup, steps):
             weight_decay=defaults.weight_decay, summary_every=1, checkpoint_every=warmup + steps,
             keep_checkpoints=1, dtype_policy=dtype_policy)
         with contextlib.redirect_stdout(io.StringIO()):  # the progress bar
-            train(InMemoryTask(task, make_batch(kind, size, batch)), config)
+            train(InMemoryTask(task, make_batch(application, size, batch)), config)
         walls, _ = loop_step_times(model_dir)
     return [walls[s] for s in sorted(walls) if s > warmup]
 
@@ -59,18 +59,18 @@ def main():
                                                       "results", "training_precision.json"))
     args = parser.parse_args()
     results = []
-    for kind in args.config:
-        _, size, batch = DEFAULTS[kind]
-        batch = args.pretrain_batch if kind == "pretrain" else batch
+    for application in args.config:
+        _, size, batch = DEFAULTS[application]
+        batch = args.pretrain_batch if application == "pretrain" else batch
         times = {p: [] for p in args.dtype_policy}
         for _ in range(args.rounds):
             for policy in args.dtype_policy:
-                times[policy] += step_times(kind, args.backbone, size, batch, policy,
+                times[policy] += step_times(application, args.backbone, size, batch, policy,
                                             args.warmup, args.steps)
-                print(f"[{kind}] {policy}: {statistics.median(times[policy]):.3f} s/step",
+                print(f"[{application}] {policy}: {statistics.median(times[policy]):.3f} s/step",
                       flush=True)
         medians = {p: statistics.median(t) for p, t in times.items()}
-        results.append({"config": kind, "backbone": args.backbone, "image_size": size,
+        results.append({"config": application, "backbone": args.backbone, "image_size": size,
                         "batch": batch, "median_s": medians, "all_s": times,
                         "ratio_to_float32": {p: m / medians["float32"] for p, m in medians.items()}
                         if "float32" in medians else None})

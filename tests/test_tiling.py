@@ -152,9 +152,9 @@ def test_tiled_inference_on_a_larger_image_is_the_mean_of_tile_logits(tiny):
 
 def _png(path, width, height):
     """A 1-bit gray PNG of zeros written by hand: a few KB on disk, width x height decoded."""
-    def chunk(kind, data):
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    def chunk(chunk_type, data):
+        return (struct.pack(">I", len(data)) + chunk_type + data
+                + struct.pack(">I", zlib.crc32(chunk_type + data) & 0xFFFFFFFF))
 
     row = b"\0" * (1 + -(-width // 8))
     compressor = zlib.compressobj(9)
