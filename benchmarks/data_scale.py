@@ -3,7 +3,7 @@
 Generates a VOC-layout folder (500x375 JPEG photos) or a Cityscapes-layout one
 (2048x1024 PNG) of random-ish content and, for each N, runs the README's
 `finetune` command (xception_tiny, 3 steps), `evaluate` and
-`python -m deeplab_xception.segment.convert` as subprocesses under `/usr/bin/time -f %M`,
+`records` as subprocesses under `/usr/bin/time -f %M`,
 recording peak RSS, wall time, time to the first training step, and the
 input pipeline's images/s alone (training augmentation at the config's crop,
 no model). `--checkout` picks the source tree the commands run from, so one
@@ -118,13 +118,13 @@ def make_split(root, layout, names, split):
         with open(os.path.join(folder, f"{split}.txt"), "w") as f:
             f.write("".join(name + "\n" for name in names))
         return
-    for kind, suffix in (("leftImg8bit", "_leftImg8bit.png"), ("gtFine", "_gtFine_labelIds.png")):
-        folder = os.path.join(root, kind, split, "city")
+    for part, suffix in (("leftImg8bit", "_leftImg8bit.png"), ("gtFine", "_gtFine_labelIds.png")):
+        folder = os.path.join(root, part, split, "city")
         os.makedirs(folder, exist_ok=True)
         for name in names:
             link = os.path.join(folder, f"city_{name}{suffix}")
             if not os.path.exists(link):
-                os.symlink(os.path.join(root, kind, "all", "city", f"city_{name}{suffix}"), link)
+                os.symlink(os.path.join(root, part, "all", "city", f"city_{name}{suffix}"), link)
 
 
 def timed(command, env, first_step=None):
@@ -176,12 +176,11 @@ def run_size(args, root, layout, count, env):
                  layout, "--data", root, "--split", val_split, "--output-dir",
                  os.path.join(scratch, "eval")], env)
             row["evaluate"] = {"peak_rss_gib": peak, "wall_s": wall, "images_per_s": count / wall}
-        if args.convert:
+        if args.records:
             peak, wall, _, _ = timed(
-                [sys.executable, "-m", "deeplab_xception.segment.convert", "--format", layout,
-                 "--data", root, "--split", train_split,
+                [*cli, "records", "--format", layout, "--data", root, "--split", train_split,
                  "--output-dir", os.path.join(scratch, "records")], env)
-            row["convert"] = {"peak_rss_gib": peak, "wall_s": wall, "images_per_s": count / wall}
+            row["records"] = {"peak_rss_gib": peak, "wall_s": wall, "images_per_s": count / wall}
     return _with_pipeline_rate(row, config, overrides, env)
 
 
@@ -219,7 +218,7 @@ def main():
     parser.add_argument("--work-dir", required=True, help="where the folders are generated (kept)")
     parser.add_argument("--checkout", default=REPO, help="the source tree the commands run from")
     parser.add_argument("--no-evaluate", dest="evaluate", action="store_false")
-    parser.add_argument("--no-convert", dest="convert", action="store_false")
+    parser.add_argument("--no-records", dest="records", action="store_false")
     parser.add_argument("--parameter-server", type=int, metavar="N",
                         help="instead: fine-tune from N images with the parameter-server strategy")
     parser.add_argument("--output", help="JSON results file")

@@ -70,7 +70,7 @@ def runtimes(weights, work):
     from ai_edge_litert.interpreter import Interpreter
 
     from deeplab_xception.runtime.segmenter import Segmenter
-    from deeplab_xception.runtime.predict import load_segmentation_model
+    from deeplab_xception.runtime.image_files import load_segmentation_model
 
     segmenter = Segmenter(load_segmentation_model(weights), tile=(513, 513))
     saved = tf.saved_model.load(os.path.join(work, FILES["saved_model"]))

@@ -205,13 +205,13 @@ def torch_timer(run):
 
 # ---------------------------------------------------------------- the run
 
-def candidates(config, quick, depthwise_kinds):
+def candidates(config, quick, depthwise_paths):
     """(name, timer factory) of every candidate of one configuration."""
     job, output_stride, batch = config["job"], config["output_stride"], config["batch"]
     ours_size, smp_size = (65, 64) if quick else (513, 512)
     found = []
     for precision in config["ours"]:
-        for depthwise in depthwise_kinds:
+        for depthwise in depthwise_paths:
             build = ours_train_step if job == "train" else ours_inference
             found.append((f"ours {precision} depthwise={depthwise}",
                           lambda b=build, p=precision, d=depthwise: jax_timer(
@@ -250,10 +250,10 @@ CONFIGS = [
 ]
 
 
-def measure(config, quick, rounds, repeats, deadline, depthwise_kinds):
+def measure(config, quick, rounds, repeats, deadline, depthwise_paths):
     entries = {}
     timers = []
-    for name, factory in candidates(config, quick, depthwise_kinds):
+    for name, factory in candidates(config, quick, depthwise_paths):
         if time.monotonic() > deadline:
             entries[name] = {"skipped": "deadline"}
             continue
@@ -345,8 +345,8 @@ def main():
     for index in chosen:
         config = CONFIGS[index]
         print(f"{config['job']} OS {config['output_stride']} batch {config['batch']}", flush=True)
-        kinds = ("xla", "shifted") if args.with_grouped_depthwise else ("shifted",)
-        entries = measure(config, args.quick, args.rounds, args.repeats, deadline, kinds)
+        depthwise_paths = ("xla", "shifted") if args.with_grouped_depthwise else ("shifted",)
+        entries = measure(config, args.quick, args.rounds, args.repeats, deadline, depthwise_paths)
         result["configs"].append({key: config[key] for key in ("job", "output_stride", "batch")}
                                  | {"results": entries})
         if config["job"] == "train" and "first_step_warm" not in result and any(

@@ -67,7 +67,7 @@ def main():
     parser.add_argument("--output", default="benchmarks/results/precision_accuracy.json")
     args = parser.parse_args()
     if args.weights:
-        model = load_model(args.weights, task="deeplab")
+        model = load_model(args.weights, kind="deeplab")
     else:
         model = build_model("deeplab", backbone=args.backbone, num_classes=args.num_classes)
     val = load_dataset("generic", args.data, args.split)

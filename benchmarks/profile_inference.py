@@ -36,9 +36,9 @@ def op_type(node_stats, dtypes):
     """'name = OpType(inputs)' in the trace's label (the kernel actually run), with the
     dtype it computes in where the graph node has one."""
     label = node_stats.timeline_label
-    kind = label.split(" = ", 1)[1].split("(", 1)[0] if " = " in label else node_stats.node_name
+    name = label.split(" = ", 1)[1].split("(", 1)[0] if " = " in label else node_stats.node_name
     dtype = dtypes.get(node_stats.node_name)
-    return f"{kind}[{dtype}]" if dtype else kind
+    return f"{name}[{dtype}]" if dtype else name
 
 
 def node_dtypes(graph_def):

@@ -56,9 +56,9 @@ DEFAULTS = {  # backbone, image size, batch
 NUM_SEG_CLASSES = 21
 
 
-def make_task(kind, backbone, size):
+def make_task(application, backbone, size):
     """The application's own task, its data replaced by nothing (train_dataset is overridden)."""
-    if kind == "pretrain":
+    if application == "pretrain":
         from deeplab_xception.pretrain.config import PretrainConfig
         from deeplab_xception.pretrain.task import ClassificationTask
         config = PretrainConfig()
@@ -79,10 +79,10 @@ def make_task(kind, backbone, size):
     return task, config.trainer
 
 
-def make_batch(kind, size, batch, seed=0):
+def make_batch(application, size, batch, seed=0):
     rng = np.random.default_rng(seed)
     images = tf.constant(rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32))
-    if kind == "pretrain":
+    if application == "pretrain":
         labels = tf.constant(rng.integers(1, 1001, (batch,)).astype(np.int32))
     else:
         labels = tf.constant(rng.integers(0, NUM_SEG_CLASSES, (batch, size, size)).astype(np.int32))
@@ -151,17 +151,17 @@ def summary(times, batch):
             "images_per_second": batch / median, "steps": len(times), "all_s": times}
 
 
-def run_config(kind, backbone, size, batch, warmup, steps, seed):
-    task, trainer_defaults = make_task(kind, backbone, size)
-    data = make_batch(kind, size, batch, seed)
-    print(f"[{kind}] {backbone} {size}x{size} batch {batch}: bare warm-up", flush=True)
+def run_config(application, backbone, size, batch, warmup, steps, seed):
+    task, trainer_defaults = make_task(application, backbone, size)
+    data = make_batch(application, size, batch, seed)
+    print(f"[{application}] {backbone} {size}x{size} batch {batch}: bare warm-up", flush=True)
     bare = bare_stepper(task, trainer_defaults, seed)
     for _ in range(warmup):
         bare(*data)
     first_half = (steps + 1) // 2
     bare_times = [bare(*data)[0] for _ in range(first_half)]
 
-    print(f"[{kind}] ours: train() for {warmup + steps} steps", flush=True)
+    print(f"[{application}] ours: train() for {warmup + steps} steps", flush=True)
     with tempfile.TemporaryDirectory(prefix="overhead-") as model_dir:
         config = TrainerConfig(
             model_dir=model_dir, train_steps=warmup + steps, batch_size_per_replica=batch,
@@ -174,14 +174,14 @@ def run_config(kind, backbone, size, batch, warmup, steps, seed):
     ours_times = [walls[s] for s in sorted(walls) if s > warmup]
     ours_rates = [rates[s] for s in sorted(rates) if s > warmup]
 
-    print(f"[{kind}] bare: second half", flush=True)
+    print(f"[{application}] bare: second half", flush=True)
     bare(*data)  # untimed: the trainer's run evicted the bare step's cached oneDNN kernels
     bare_times += [bare(*data)[0] for _ in range(steps - first_half)]
 
     ours, bare_summary = summary(ours_times, batch), summary(bare_times, batch)
     ours["trainer_reported_images_per_second_median"] = statistics.median(ours_rates)
-    return {"config": kind, "backbone": backbone, "image_size": size, "batch": batch,
-            "output_stride": 16 if kind == "segment" else None,
+    return {"config": application, "backbone": backbone, "image_size": size, "batch": batch,
+            "output_stride": 16 if application == "segment" else None,
             "warmup_steps": warmup, "timed_steps": steps, "ours": ours, "bare": bare_summary,
             "overhead": ours["median_s"] / bare_summary["median_s"] - 1}
 
@@ -204,16 +204,16 @@ def main():
     args = parser.parse_args()
 
     results = []
-    for kind in args.config:
-        backbone, size, batch = DEFAULTS[kind]
+    for application in args.config:
+        backbone, size, batch = DEFAULTS[application]
         both = len(args.config) > 1
-        if kind == "segment" and both:
+        if application == "segment" and both:
             size = args.segment_image_size or size
             batch = args.segment_batch_size or batch
         else:
             size = args.image_size or size
             batch = args.batch_size or batch
-        results.append(run_config(kind, args.backbone or backbone, size, batch,
+        results.append(run_config(application, args.backbone or backbone, size, batch,
                                   args.warmup, args.steps, args.seed))
 
     print(f"\n{'config':<9} {'size':>4} {'batch':>5} {'ours s/step (min, max)':>26} "

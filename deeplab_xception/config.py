@@ -33,6 +33,11 @@ def _build(cls, data, where, source):
         raise UserError(f"{source}: {where or 'config'} must be a mapping, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
+    prefix = f"{where}." if where else ""
+    renamed = sorted(set(data) & set(getattr(cls, "RENAMED", {})))
+    if renamed:
+        raise UserError(f"{source}: config key '{prefix}{renamed[0]}' is now "
+                        f"'{prefix}{cls.RENAMED[renamed[0]]}'")
     unknown = sorted(set(data) - set(fields))
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]

@@ -25,7 +25,7 @@ class ClassificationTask:
         return build_configured(self.config.model, "classifier",
                                 num_classes=self.config.model.num_classes or data.NUM_CLASSES,
                                 activation=None, input_shape=(size, size, 3),
-                                dtype=self.config.trainer.precision)
+                                dtype=self.config.trainer.dtype_policy)
 
     def train_dataset(self, input_context, batch_size):
         return data.train_dataset(self.config.data, input_context, batch_size)

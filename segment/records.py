@@ -1,6 +1,6 @@
 """Examples as DeepLab's build scripts store them: encoded image + encoded PNG label of train ids.
 
-Written once by `python -m deeplab_xception.segment.convert` (every label decoded and checked
+Written once by `deeplab-xception records` (every label decoded and checked
 on the way), read back by the input pipeline: the fast path for big sets
 and remote storage.
 """

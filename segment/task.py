@@ -35,7 +35,7 @@ class SegmentationTask:
 
     def _architecture(self, num_classes):
         return build_configured(self.config.model, "deeplab", num_classes=num_classes,
-                                dtype=self.config.trainer.precision)
+                                dtype=self.config.trainer.dtype_policy)
 
     def build_model(self):
         return self._architecture(len(self.classes))

@@ -11,7 +11,7 @@ from PIL import Image
 
 from deeplab_xception import build_model
 from deeplab_xception.cli import main
-from deeplab_xception.runtime.predict import class_table, read_batches
+from deeplab_xception.runtime.image_files import class_table, read_batches
 from deeplab_xception.runtime.compiled import compiled_call
 from deeplab_xception.runtime.segmenter import Segmenter
 from deeplab_xception.io import read_image

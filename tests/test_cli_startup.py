@@ -32,7 +32,7 @@ def test_help_imports_no_framework_and_answers_at_once():
                             check=True)
     seconds, imported = result.stdout.strip().splitlines()[-1].split(" ", 1)
     assert imported == "[]"
-    assert float(seconds) < 2.0  # all ten help texts, on a busy machine; TensorFlow alone takes 6 s
+    assert float(seconds) < 2.0  # all eleven help texts, on a busy machine; TensorFlow alone takes 6 s
     for name in COMMANDS:
         assert f"    {name}" in result.stdout
 

@@ -13,7 +13,8 @@ from pycocotools import mask as mask_utils
 from deeplab_xception.data.files import read_tfrecords
 from deeplab_xception.errors import UserError
 from deeplab_xception.io import read_image, write_image
-from deeplab_xception.segment import augment, convert, pipeline
+from deeplab_xception.cli import main
+from deeplab_xception.segment import augment, pipeline
 from deeplab_xception.segment.datasets import ade20k, base, cityscapes, load_dataset, voc
 from deeplab_xception.data.classes import read_class_list, write_class_list
 from deeplab_xception.segment.synthetic import write_synthetic_dataset
@@ -200,10 +201,15 @@ def test_bad_input_fails_with_the_file_named(generic_root):
         load_dataset("pascal", generic_root, "val")
 
 
-def test_tfrecords_hold_what_direct_reading_gives(generic_root, tmp_path):
+def test_tfrecords_hold_what_direct_reading_gives(generic_root, tmp_path, capsys):
     dataset = load_dataset("generic", generic_root, "train")
-    assert convert.main(["--format", "generic", "--data", generic_root, "--split", "train",
-                         "--output-dir", str(tmp_path / "records"), "--num-shards", "2"]) == 0
+    command = ["records", "--format", "generic", "--data", generic_root, "--split", "train",
+               "--num-shards", "2", "--output-dir"]
+    (tmp_path / "file").write_text("")
+    assert main([*command, str(tmp_path / "file")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"deeplab-xception records: error: --output-dir: {tmp_path / 'file'} is a file, not a directory")
+    assert main([*command, str(tmp_path / "records")]) == 0
     paths = sorted(str(p) for p in (tmp_path / "records").iterdir())
     assert [os.path.basename(p) for p in paths] == ["train-00000-of-00002.tfrecord",
                                                      "train-00001-of-00002.tfrecord"]
@@ -280,7 +286,7 @@ def test_train_dataset_batches_crops_for_one_replica(generic_root):
 
 
 def test_training_and_evaluation_readers_agree_on_gray_rgba_16_bit_and_palette(tmp_path):
-    """tf.io (training, in-training eval) and OpenCV (convert, `read`) see the same pixels."""
+    """tf.io (training, in-training eval) and OpenCV (`records`, `read`) see the same pixels."""
     gray = RNG.integers(0, 256, (9, 11), dtype=np.uint8)
     files = {
         "gray.png": Image.fromarray(gray, mode="L"),

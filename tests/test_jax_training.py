@@ -219,7 +219,7 @@ def test_jax_refuses_what_only_tensorflow_runs(tmp_path, capsys):
     root = write_synthetic_dataset(str(tmp_path / "shapes"), num_train=2, num_val=2, size=17)
     for override, message in (
             ("trainer.strategy=parameter_server", "strategy: parameter_server runs on TensorFlow only"),
-            ("trainer.precision=mixed_float16", "mixed_float16 (loss scaling) trains on TensorFlow only"),
+            ("trainer.dtype_policy=mixed_float16", "mixed_float16 (loss scaling) trains on TensorFlow only"),
             ("data.tfrecords=x-*.tfrecord", "TFRecords need TensorFlow")):
         code = ("import sys; from deeplab_xception.cli import main; "
                 f"sys.exit(main(['finetune', '--config', 'segment_tiny.yaml', 'data.root={root}', "

@@ -66,9 +66,8 @@ def test_nothing_imports_upward_or_sideways():
 
 
 # Modules outside cli/ that still name flags, each until its pending change lands: export is
-# being rewritten with its own errors, and the TFRecord converter is a second argparse entry
-# point that is to move into the one CLI.
-FLAGS_PENDING = {"deeplab_xception/runtime/export.py", "segment/convert.py"}
+# being rewritten with its own errors.
+FLAGS_PENDING = {"deeplab_xception/runtime/export.py"}
 
 
 def _strings(tree):

@@ -235,8 +235,8 @@ def test_folding_batch_norms_into_convs_keeps_the_outputs(layout):
     randomize_weights(model, seed=4)
     folded = fold_batch_norms(model)
 
-    def count(m, kind):
-        return sum(isinstance(layer, kind) for layer in m.layers)
+    def count(m, layer_class):
+        return sum(isinstance(layer, layer_class) for layer in m.layers)
 
     def biased_convs(m):
         return sum(getattr(layer, "use_bias", False) for layer in m.layers

@@ -130,13 +130,13 @@ def test_bfloat16_graph_computes_what_keras_mixed_precision_computes(model):
     # Same bfloat16 arithmetic up to where the folding rounds; far from float32's.
     assert np.abs(ours - reference).max() < 0.05 * scale
     assert np.abs(ours - exact).max() > 1e-4 * scale
-    kinds = collections.Counter(
+    convs = collections.Counter(
         (node.op, keras.backend.standardize_dtype(_dtype(node.attr["T"].type)))
         for node in run.frozen.function.graph.as_graph_def().node
         if node.op in ("Conv2D", "DepthwiseConv2dNative"))
-    assert kinds[("Conv2D", "float32")] == 1  # the logits
-    assert kinds[("Conv2D", "bfloat16")] > 30 and kinds[("DepthwiseConv2dNative", "bfloat16")] > 20
-    assert kinds[("DepthwiseConv2dNative", "float32")] == 0
+    assert convs[("Conv2D", "float32")] == 1  # the logits
+    assert convs[("Conv2D", "bfloat16")] > 30 and convs[("DepthwiseConv2dNative", "bfloat16")] > 20
+    assert convs[("DepthwiseConv2dNative", "float32")] == 0
 
 
 def _dtype(enum):

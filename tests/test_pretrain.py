@@ -21,7 +21,7 @@ from deeplab_xception.config import load_config
 from deeplab_xception.errors import UserError
 from deeplab_xception.training import FINAL_MODEL, train
 from deeplab_xception.weights.transfer import load_matching_weights
-from deeplab_xception.training.evaluator import evaluate
+from deeplab_xception.training.sidecar import run_sidecar_evaluator
 from deeplab_xception.training.launcher import LocalCluster, cluster_layout
 from deeplab_xception.pretrain import data, synthetic
 from deeplab_xception.pretrain.config import PretrainConfig
@@ -59,7 +59,7 @@ def test_single_process_learns_the_shapes_and_hands_off_the_backbone(shapes, tmp
     # Cross-entropy at chance over five logits is log(5); single batches are noisy (one batch of
     # the last few can spike past chance), so the median of the last four is what must fall.
     assert len(losses) == 18 and np.median(losses[-4:]) < 0.7 * np.log(5) < losses[0], losses
-    results = evaluate(task, config.trainer, timeout=1)
+    results = run_sidecar_evaluator(task, config.trainer, timeout=1)
     # Four classes: chance is 0.25. The file order is shuffled unseeded (asynchronous workers
     # must read independently), so runs differ: at 60 steps top-1 ranged 0.67-1.0, at 90
     # steps 0.94-1.0 over six seeds.
@@ -196,6 +196,7 @@ def test_bad_input_fails_with_one_line_from_the_cli(tmp_path, capsys, monkeypatc
         (["data.format=directory", f"data.train={tmp_path}/empty"], "empty: no images in class folders"),
         ([f"data.train={tmp_path}/none-*"], "no TFRecord files match"),
         (["trainer.learning_rate.warmup=5"], "unknown config key 'trainer.learning_rate.warmup'"),
+        (["trainer.precision=float32"], "config key 'trainer.precision' is now 'trainer.dtype_policy'"),
         (["trainer.strategy=async"], "strategy: 'async' is not one of"),
     ]
     for extra, message in cases:

@@ -242,7 +242,7 @@ def test_configs_follow_the_papers_recipe(name, crop, learning_rate, steps):
 @pytest.mark.slow
 def test_mixed_bfloat16_finetuning_learns_the_shapes_as_float32_does(shapes, scratch_model, tmp_path):
     """bf16 compute, float32 variables; the trained weights run in a float32 model."""
-    mixed = _finetune(shapes, str(tmp_path / "bf16"), "trainer.precision=mixed_bfloat16")
+    mixed = _finetune(shapes, str(tmp_path / "bf16"), "trainer.dtype_policy=mixed_bfloat16")
     assert mixed.get_layer("entry_flow.conv1_1").dtype_policy.name == "mixed_bfloat16"
     assert {w.dtype for w in mixed.weights} == {"float32"}
     as_float32 = SegmentationTask(load_config(SegmentConfig, TINY, [f"data.root={shapes}"])).build_model()

@@ -152,9 +152,9 @@ def test_tiled_inference_on_a_larger_image_is_the_mean_of_tile_logits(tiny):
 
 def _png(path, width, height):
     """A 1-bit gray PNG of zeros written by hand: a few KB on disk, width x height decoded."""
-    def chunk(kind, data):
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    def chunk(chunk_type, data):
+        return (struct.pack(">I", len(data)) + chunk_type + data
+                + struct.pack(">I", zlib.crc32(chunk_type + data) & 0xFFFFFFFF))
 
     row = b"\0" * (1 + -(-width // 8))
     compressor = zlib.compressobj(9)
@@ -170,7 +170,7 @@ def test_a_decompression_bomb_is_refused_from_its_header(tiny, tmp_path, capsys)
     _png(bomb, 20000, 20000)
     assert bomb.stat().st_size < 200_000
     probe = ("import resource, sys, time\n"
-             "from deeplab_xception.runtime.predict import read_batches\n"
+             "from deeplab_xception.runtime.image_files import read_batches\n"
              "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
              "start = time.perf_counter()\n"
              "failed = []\n"
@@ -251,7 +251,7 @@ def test_hdr_sizes_come_from_their_header_and_every_refused_file_is_skipped_by_n
     """PIL reads no Radiance header: a 60000x60000 HDR (OpenCV's decoder refuses it with a
     cv2.error) is refused from the header the package reads, a small one over the limit is
     skipped by name, and the rest of the run goes on."""
-    from deeplab_xception.runtime import predict
+    from deeplab_xception.runtime import image_files
 
     _, weights = tiny
     bomb = tmp_path / "bomb.hdr"
@@ -271,7 +271,7 @@ def test_hdr_sizes_come_from_their_header_and_every_refused_file_is_skipped_by_n
     assert main(argv) == 1
     assert capsys.readouterr().err.strip().splitlines() == refused
     assert sorted(os.listdir(out)) == ["photo.png"]
-    monkeypatch.setattr(predict, "image_size", lambda path: None)  # a header nobody reads
+    monkeypatch.setattr(image_files, "image_size", lambda path: None)  # a header nobody reads
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [prefix + f"{bomb}: not a readable image", refused[1]]

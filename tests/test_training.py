@@ -15,7 +15,7 @@ import tensorflow as tf
 from deeplab_xception import build_model
 from deeplab_xception.errors import UserError
 from deeplab_xception.training import FINAL_MODEL, ScheduleConfig, TrainerConfig, cluster, launcher, train
-from deeplab_xception.training.evaluator import evaluate
+from deeplab_xception.training.sidecar import run_sidecar_evaluator
 from deeplab_xception.training.optimization import decayed_kernels, learning_rate, weight_decay
 from deeplab_xception.weights.transfer import copy_matching_weights
 
@@ -115,10 +115,10 @@ def test_a_chief_whose_tasks_do_not_answer_says_so_within_seconds(monkeypatch, c
     listening.close()
 
 
-def test_local_cluster_spec_and_layout():
-    assert launcher.parse_spec("workers=2,ps=1") == {"workers": 2, "ps": 1, "evaluator": 0}
+def test_local_cluster_sizes_and_layout():
+    assert launcher.parse_cluster("workers=2,ps=1") == {"workers": 2, "ps": 1, "evaluator": 0}
     with pytest.raises(UserError, match="'gpus=2'"):
-        launcher.parse_spec("workers=2,gpus=2")
+        launcher.parse_cluster("workers=2,gpus=2")
     layout = launcher.cluster_layout(workers=2, ps=1)
     assert [len(layout[job]) for job in ("chief", "worker", "ps")] == [1, 2, 1]
     addresses = sum(layout.values(), [])
@@ -169,6 +169,8 @@ def test_unknown_trainer_key_is_rejected():
 
     with pytest.raises(UserError, match="unknown config key 'learning_rate.decay'"):
         load_config(TrainerConfig, None, ["learning_rate.decay=0.9"])
+    with pytest.raises(UserError, match="^config: config key 'precision' is now 'dtype_policy'$"):
+        load_config(TrainerConfig, None, ["precision=mixed_bfloat16"])
 
 
 
@@ -296,7 +298,7 @@ def test_resumed_runs_and_evaluators_never_open_the_initial_weights(tmp_path):
     (tmp_path / "init.keras").unlink()
     resumed = task(2)
     assert train(resumed, resumed.config.trainer) == 2
-    assert set(evaluate(resumed, resumed.config.trainer, timeout=1)) == {"2"}
+    assert set(run_sidecar_evaluator(resumed, resumed.config.trainer, timeout=1)) == {"2"}
     trained = keras.saving.load_model(tmp_path / "run" / FINAL_MODEL)
     # A zero learning rate: the backbone is still the initial weights after the resume.
     layer = "exit_flow.block2.unit_1.xception_module.separable_conv3_pointwise"

@@ -18,8 +18,8 @@ from deeplab_xception.errors import ArgumentError, ClusterLost, UserError
 # own in FLAGS, so that an ArgumentError reads as the command line says it.
 FLAGS = {"backend": "--backend"}
 # Subcommand modules under deeplab_xception.cli, in the order `--help` lists them.
-COMMANDS = ("demo", "segment", "classify", "export", "convert", "budget", "pretrain", "finetune", "evaluate",
-            "configs")
+COMMANDS = ("demo", "segment", "classify", "export", "convert", "records", "budget", "pretrain",
+            "finetune", "evaluate", "configs")
 
 
 def main(argv=None, filter_output=False):

@@ -87,7 +87,7 @@ def run(args):
 def register(subparsers):
     parser = subparsers.add_parser("budget", help="multiply-adds per eval output stride",
                                    description=HELP)
-    parser.add_argument("--kind", "--task", dest="kind", default="deeplab", choices=KINDS,
+    parser.add_argument("--kind", default="deeplab", choices=KINDS,
                         help="DeepLabv3+ (default), ImageNet classifier or bare backbone")
     parser.add_argument("--backbone", default="xception_65", help="backbone variant (default xception_65)")
     parser.add_argument("--input-size", type=int, nargs=2, default=(513, 513), metavar=("H", "W"),

@@ -35,7 +35,7 @@ def crops(paths, size, central_fraction, failed, max_pixels=DEFAULT_MAX_PIXELS):
     files of more than `max_pixels`, go to `failed(message)`."""
     import numpy as np
 
-    from deeplab_xception.runtime.predict import read_within_limit
+    from deeplab_xception.runtime.image_files import read_within_limit
     from deeplab_xception.data.preprocessing import classifier_eval_array
 
     batch = []

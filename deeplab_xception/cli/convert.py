@@ -69,7 +69,7 @@ def register(subparsers):
                              "model of random weights on that backbone variant")
     parser.add_argument("dst", metavar="DST")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DST file")
-    parser.add_argument("--kind", "--task", dest="kind", choices=KINDS,
+    parser.add_argument("--kind", choices=KINDS,
                         help="model to build (default: what SRC holds, deeplab for random:; "
                              "deeplab on an ImageNet checkpoint or a classifier's .keras gives "
                              "its backbone a new head for fine-tuning)")

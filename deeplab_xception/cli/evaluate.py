@@ -51,7 +51,7 @@ def eval_crop_size(values, weights, format):
 
 def run(args):
     from deeplab_xception.io import check_output_dir
-    from deeplab_xception.runtime.predict import load_segmentation_model
+    from deeplab_xception.runtime.image_files import load_segmentation_model
     from deeplab_xception.segment.datasets import load_dataset
     from deeplab_xception.segment.evaluate import evaluate, format_table
     from deeplab_xception.segment.pipeline import label_errors_reported

@@ -12,13 +12,13 @@ FLAGS = {"format": "--format", "scales": "--scales", "tile": "--tile", "overlap"
          "calibration_images": "--calibration-images"}
 
 
-def calibration_images(spec):
+def calibration_images(pattern):
     """The image paths under --calibration-images (a directory or glob pattern), or ()."""
-    from deeplab_xception.runtime.predict import find_images
+    from deeplab_xception.runtime.image_files import find_images
 
-    if spec is None:
+    if pattern is None:
         return ()
-    paths, problems = find_images([spec])
+    paths, problems = find_images([pattern])
     if problems:
         raise UserError(f"--calibration-images: {problems[0]}")
     return paths
@@ -31,7 +31,7 @@ def stage(text):
 def run(args):
     from deeplab_xception.runtime.export import (ExportOptions, check_request, check_target,
                                                  export, require_modules)
-    from deeplab_xception.runtime.predict import load_segmentation_model
+    from deeplab_xception.runtime.image_files import load_segmentation_model
 
     def options(align):
         return ExportOptions(args.format, args.scales, args.flip, args.tile, args.overlap,

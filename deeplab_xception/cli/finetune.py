@@ -19,7 +19,7 @@ def run(args):
 
     from deeplab_xception.config import load_config
     from deeplab_xception.io import atomic_path
-    from deeplab_xception.runtime.predict import class_list_beside
+    from deeplab_xception.runtime.image_files import class_list_beside
     from deeplab_xception.training import FINAL_MODEL, prepare, train
     from deeplab_xception.data.classes import write_class_list
     from deeplab_xception.segment.config import SegmentConfig

@@ -23,7 +23,7 @@ def run(args):
 
     from deeplab_xception.runtime.segmenter import Segmenter
     from deeplab_xception.io import check_output_dir
-    from deeplab_xception.runtime.predict import (class_table, find_images, load_segmentation_model,
+    from deeplab_xception.runtime.image_files import (class_table, find_images, load_segmentation_model,
                                           plan_outputs, read_batches, segment_batch)
 
     if args.batch_size < 1:
@@ -39,8 +39,8 @@ def run(args):
     if not images:
         return 2
     wanted = {"overlay": args.overlay, "json": args.json, "probabilities": args.save_probabilities}
-    kinds = ["labels"] + [kind for kind, on in wanted.items() if on]
-    plans = plan_outputs(images, args.output_dir, kinds)
+    outputs = ["labels"] + [output for output, on in wanted.items() if on]
+    plans = plan_outputs(images, args.output_dir, outputs)
     model = load_segmentation_model(args.weights, args.output_stride)
     if model.num_classes > 256:
         raise UserError(f"{args.weights}: {model.num_classes} classes do not fit uint8 label PNGs")

@@ -23,7 +23,7 @@ FINAL_STEP = "final_step.json"
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "parameter_server")
 SCHEDULES = ("exponential", "poly", "constant")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policy names
 
 
 @dataclasses.dataclass
@@ -73,8 +73,11 @@ class TrainerConfig:
     strategy: str = "default"
     init_checkpoint: str = ""             # warm start from what load_model opens, layer by layer by name
     synchronized_batch_norm: bool = True  # for the synchronous multi-replica strategies
-    precision: str = "float32"            # or mixed_bfloat16 / mixed_float16: the model's dtype policy
+    dtype_policy: str = "float32"         # or mixed_bfloat16 / mixed_float16 (Keras policy names)
     seed: int = 0
+
+    # Keys of earlier releases: refused with their new name, so an old config fails plainly.
+    RENAMED = {"precision": "dtype_policy"}
 
     def steps_per_epoch(self, replicas_in_sync=1):
         if self.examples_per_epoch <= 0:
@@ -95,8 +98,9 @@ class TrainerConfig:
         if self.learning_rate.name not in SCHEDULES:
             raise UserError(
                 f"learning_rate.name: {self.learning_rate.name!r} is not one of {', '.join(SCHEDULES)}")
-        if self.precision not in PRECISIONS:
-            raise UserError(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.dtype_policy not in DTYPE_POLICIES:
+            raise UserError(f"dtype_policy: {self.dtype_policy!r} is not one of "
+                            f"{', '.join(DTYPE_POLICIES)}")
         for name in ("batch_size_per_replica", "checkpoint_every", "summary_every",
                      "keep_checkpoints"):
             if getattr(self, name) <= 0:

@@ -55,8 +55,8 @@ def prepare(config):
         raise UserError(f"strategy: {config.strategy} runs on TensorFlow only "
                         "(KERAS_BACKEND=tensorflow); under JAX use default (one device) or "
                         "mirrored (every local device)")
-    if config.precision == "mixed_float16":
-        raise UserError("precision: mixed_float16 (loss scaling) trains on TensorFlow only; "
+    if config.dtype_policy == "mixed_float16":
+        raise UserError("dtype_policy: mixed_float16 (loss scaling) trains on TensorFlow only; "
                         "use mixed_bfloat16 under JAX")
     enable_compilation_cache()
     keep_keras_off_tensorflow()  # Keras would import it to seed and to save models
@@ -237,9 +237,9 @@ def start_weights(task, config, model, optimizer):
                             f"not {latest}")
         print(f"resuming from {found[latest]} at step {latest}", flush=True)
     else:
-        spec = warm_start_of(task, model, config)
-        if spec:
-            apply_warm_start(model, spec)
+        warm_start = warm_start_of(task, model, config)
+        if warm_start:
+            apply_warm_start(model, warm_start)
     return int(optimizer.iterations.numpy())
 
 

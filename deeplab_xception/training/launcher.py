@@ -21,21 +21,21 @@ from deeplab_xception.errors import ArgumentError, ClusterLost
 # Fewer inter-op threads than a PS cluster's concurrent RPCs need deadlocks
 # small machines: TF sizes the pool from the core count.
 MIN_INTEROP_THREADS = 4
-SPEC_KEYS = ("workers", "ps", "evaluator")
+CLUSTER_KEYS = ("workers", "ps", "evaluator")
 TIMED_OUT = 124  # the exit status of timeout(1)
 
 
-def parse_spec(text):
+def parse_cluster(text):
     """'workers=2,ps=1[,evaluator=1]' to {'workers': 2, 'ps': 1, 'evaluator': 0}."""
-    spec = dict.fromkeys(SPEC_KEYS, 0)
+    sizes = dict.fromkeys(CLUSTER_KEYS, 0)
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, _, value = item.partition("=")
-        if key not in SPEC_KEYS or not value.isdigit():
+        if key not in CLUSTER_KEYS or not value.isdigit():
             raise ArgumentError("cluster", f"{item!r}: expected workers=N,ps=M[,evaluator=1]")
-        spec[key] = int(value)
-    if spec["workers"] < 1:
+        sizes[key] = int(value)
+    if sizes["workers"] < 1:
         raise ArgumentError("cluster", "needs workers=N with N >= 1")
-    return spec
+    return sizes
 
 
 def _free_ports(count):
@@ -135,17 +135,17 @@ def run(command, cluster, strategy, restarts=3, timeout=None):
     A lost parameter server restarts the whole cluster, at most `restarts`
     times; `timeout` (seconds) bounds each attempt.
     """
-    spec = parse_spec(cluster)
-    if strategy == "parameter_server" and spec["ps"] < 1:
+    sizes = parse_cluster(cluster)
+    if strategy == "parameter_server" and sizes["ps"] < 1:
         raise ArgumentError("cluster", "the parameter_server strategy needs ps=M with M >= 1")
-    if strategy == "multi_worker" and spec["ps"]:
+    if strategy == "multi_worker" and sizes["ps"]:
         raise ArgumentError("cluster", "the multi_worker strategy takes no ps")
     if strategy not in ("parameter_server", "multi_worker"):
         raise ArgumentError("cluster", f"needs strategy parameter_server or multi_worker, "
                         f"not {strategy}")
     for attempt in range(restarts + 1):
-        with LocalCluster(command, cluster_layout(spec["workers"], spec["ps"]),
-                          spec["evaluator"]) as job:
+        with LocalCluster(command, cluster_layout(sizes["workers"], sizes["ps"]),
+                          sizes["evaluator"]) as job:
             code = job.wait(timeout)
         if code != ClusterLost.EXIT_STATUS or attempt == restarts:
             return code

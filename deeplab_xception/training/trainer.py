@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from deeplab_xception.errors import ClusterLost, UserError
 from deeplab_xception.models.layers import configure_batch_norms
-from deeplab_xception.training import cluster, evaluator, loop, state
+from deeplab_xception.training import cluster, loop, sidecar, state
 from deeplab_xception.training.optimization import (
     decayed_kernels, learning_rate, make_optimizer, weight_decay)
 from deeplab_xception.training.start import apply_warm_start, warm_start_of
@@ -125,7 +125,7 @@ def optimizer_for(config, placement, model, step, steps):
     with placement.strategy.scope():
         optimizer = make_optimizer(config, lambda: learning_rate(
             config.learning_rate, step[0], steps.steps_per_epoch, steps.total_steps))
-        if config.precision == "mixed_float16":
+        if config.dtype_policy == "mixed_float16":
             # float16 gradients underflow; the dynamic loss scale keeps them in range.
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
@@ -145,7 +145,7 @@ def train_step_function(task, config, placement, model, optimizer, step):
             outputs = model(features, training=True)
             loss = task.loss(labels, outputs)
             scaled = (loss + weight_decay(kernels, config.weight_decay)) / replicas
-            if config.precision == "mixed_float16":
+            if config.dtype_policy == "mixed_float16":
                 scaled = optimizer.scale_loss(scaled)
         gradients = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
@@ -175,13 +175,13 @@ def start_weights(task, config, placement, model, manager, step):
     if not latest and glob.glob(os.path.join(glob.escape(config.model_dir), "ckpt-*.weights.h5")):
         raise UserError(f"{config.model_dir}: holds checkpoints of the JAX trainer; resume it "
                         "with KERAS_BACKEND=jax, or give another trainer.model_dir")
-    spec = None if latest else warm_start_of(task, model, config)
+    warm_start = None if latest else warm_start_of(task, model, config)
     if latest:
         state.restore(manager.checkpoint, latest)
         if placement.chief:
             print(f"resuming from {latest} at step {state.value(step)}", flush=True)
-    elif spec:
-        apply_warm_start(model, spec)
+    elif warm_start:
+        apply_warm_start(model, warm_start)
 
 
 # -- report --------------------------------------------------------------------
@@ -278,7 +278,7 @@ def train(task, config):
     config.validate()
     task_type, _ = cluster.role()
     if task_type == "evaluator":
-        return evaluator.evaluate(task, config)
+        return sidecar.run_sidecar_evaluator(task, config)
     if task_type in ("worker", "ps") and config.strategy == "parameter_server":
         cluster.serve_forever()
     strategy = make_strategy(config)

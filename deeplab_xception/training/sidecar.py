@@ -1,4 +1,5 @@
-"""The sidecar evaluator: the task's metrics on its eval data for every new checkpoint."""
+"""The sidecar evaluator (Keras' `SidecarEvaluator` role, TF_CONFIG type "evaluator"): the
+task's metrics on its eval data for every new checkpoint."""
 
 import json
 import os
@@ -32,7 +33,7 @@ def evaluate_checkpoint(task, model, batch_size):
     return {metric.name: float(metric.result()) for metric in metrics}
 
 
-def evaluate(task, config: TrainerConfig, timeout=None):
+def run_sidecar_evaluator(task, config: TrainerConfig, timeout=None):
     """Waits for checkpoints in model_dir and evaluates each, until the chief's final one.
 
     Writes the metrics as summaries under `<model_dir>/eval` and, per step, to

@@ -27,20 +27,20 @@ OUTPUT_SUFFIXES = {"labels": ".png", "overlay": ".overlay.png", "json": ".json",
 def find_images(inputs):
     """(image paths, problems) from files, directories and glob patterns, each path once."""
     found, problems = {}, []
-    for spec in inputs:
-        if os.path.isfile(spec):
-            paths = [spec]
-        elif os.path.isdir(spec):
-            paths = _images_in(sorted(os.path.join(spec, name) for name in os.listdir(spec)))
+    for name in inputs:
+        if os.path.isfile(name):
+            paths = [name]
+        elif os.path.isdir(name):
+            paths = _images_in(sorted(os.path.join(name, entry) for entry in os.listdir(name)))
             if not paths:
-                problems.append(f"{spec}: directory holds no {'/'.join(IMAGE_EXTENSIONS)} files")
-        elif glob.has_magic(spec):
-            paths = _images_in(sorted(glob.glob(spec, recursive=True)))
+                problems.append(f"{name}: directory holds no {'/'.join(IMAGE_EXTENSIONS)} files")
+        elif glob.has_magic(name):
+            paths = _images_in(sorted(glob.glob(name, recursive=True)))
             if not paths:
-                problems.append(f"{spec}: no image file matches")
+                problems.append(f"{name}: no image file matches")
         else:
             paths = []
-            problems.append(f"{spec}: no such file")
+            problems.append(f"{name}: no such file")
         for path in paths:
             found.setdefault(os.path.realpath(path), path)
     return list(found.values()), problems
@@ -51,8 +51,9 @@ def _images_in(paths):
     return [p for p in paths if os.path.isfile(p) and is_image_file(p)]
 
 
-def plan_outputs(images, output_dir, kinds):
-    """{image: {kind: output path}}; outputs may overwrite neither each other nor an input.
+def plan_outputs(images, output_dir, outputs):
+    """{image: {output: path}} for `outputs` (names in OUTPUT_SUFFIXES); outputs may overwrite
+    neither each other nor an input.
 
     Outputs go straight into `output_dir`, named after their image; when two
     images in different folders share a name (IMG_0001.jpg from two cameras),
@@ -63,11 +64,11 @@ def plan_outputs(images, output_dir, kinds):
     owners, plans = {}, {}
     for path, name in zip(images, output_names(images)):
         stem = os.path.join(output_dir, name)
-        plan = {kind: stem + OUTPUT_SUFFIXES[kind] for kind in kinds}
-        for output in plan.values():
-            real = os.path.realpath(output)
+        plan = {output: stem + OUTPUT_SUFFIXES[output] for output in outputs}
+        for target in plan.values():
+            real = os.path.realpath(target)
             if real in inputs:
-                raise ArgumentError("output_dir", f"{output}: would overwrite the input image "
+                raise ArgumentError("output_dir", f"{target}: would overwrite the input image "
                                                   f"{inputs[real]}; choose another {{argument}}")
             if owners.setdefault(real, path) != path:
                 raise UserError(f"{path}: same name as {owners[real]}; "
