@@ -5,7 +5,7 @@ GPUs, slower still when dilated and in its backward pass. Written as k x k
 shifted multiply-adds, it becomes one elementwise loop that XLA fuses with the
 padding and the casts, bound by memory bandwidth alone. Same weights and
 config as `keras.layers.DepthwiseConv2D`, float32 accumulation in every
-precision; taps that fall wholly in the padding are skipped. It needs static
+lower precision (float64 in float64); taps that fall wholly in the padding are skipped. It needs static
 spatial sizes, as under `jax.jit`.
 """
 
@@ -37,8 +37,9 @@ class ShiftedDepthwiseConv2D(keras.layers.DepthwiseConv2D):
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation_rate
         out_h, top, bottom, rows = _taps(height, kh, sh, dh, self.padding)
         out_w, left, right, cols = _taps(width, kw, sw, dw, self.padding)
-        x = ops.pad(ops.cast(inputs, "float32"), [[0, 0], [top, bottom], [left, right], [0, 0]])
-        kernel = ops.cast(self.kernel, "float32")
+        accumulate = "float64" if self.compute_dtype == "float64" else "float32"
+        x = ops.pad(ops.cast(inputs, accumulate), [[0, 0], [top, bottom], [left, right], [0, 0]])
+        kernel = ops.cast(self.kernel, accumulate)
         total = None
         for i in rows:
             for j in cols:
@@ -47,7 +48,7 @@ class ShiftedDepthwiseConv2D(keras.layers.DepthwiseConv2D):
                 term = shifted * kernel[i, j, :, 0]
                 total = term if total is None else total + term
         if self.use_bias:
-            total = total + ops.cast(self.bias, "float32")
+            total = total + ops.cast(self.bias, accumulate)
         outputs = ops.cast(total, self.compute_dtype)
         return outputs if self.activation is None else self.activation(outputs)
 
