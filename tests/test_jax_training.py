@@ -14,7 +14,6 @@ import pytest
 import tensorflow as tf
 
 from deeplab_xception import build_model
-from deeplab_xception.cli import main
 from deeplab_xception.weights import load_model
 from deeplab_xception.segment import augment, augment_numpy
 from deeplab_xception.segment.batches import EvalBatches, TrainBatches
