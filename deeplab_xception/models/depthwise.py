@@ -12,6 +12,8 @@ spatial sizes, as under `jax.jit`.
 import keras
 from keras import ops
 
+from deeplab_xception.models.backbones.base import copy_weights_by_name
+
 
 def _taps(size, kernel, stride, rate, padding):
     """(output size, padding before, padding after, kept tap indices) along one axis."""
@@ -68,5 +70,5 @@ def with_shifted_depthwise(model):
         return cls.from_config(layer.get_config())
 
     copy = keras.models.clone_model(model, clone_function=clone)
-    copy.set_weights(model.get_weights())
+    copy_weights_by_name(model, copy)
     return copy

@@ -17,6 +17,7 @@ their upsampling), which stay float32, as `build_model(dtype=...)` builds them.
 import keras
 
 from deeplab_xception.errors import ArgumentError
+from deeplab_xception.models.backbones.base import copy_weights_by_name
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
@@ -127,6 +128,6 @@ def with_precision(model, precision):
         return layer.__class__.from_config(config)
 
     rebuilt = keras.models.clone_model(model, clone_function=clone)
-    rebuilt.set_weights(model.get_weights())
+    copy_weights_by_name(model, rebuilt)
     return rebuilt
 
