@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from deeplab_xception import build_model, load_model, with_output_stride
+from deeplab_xception.errors import ArgumentError
 from deeplab_xception.models.backbones import XceptionBackbone, reachable_output_strides
 from deeplab_xception.runtime.folding import fold_batch_norms
 from deeplab_xception.runtime.segmenter import Segmenter
@@ -132,6 +133,8 @@ def test_unreachable_output_stride_and_bad_options_are_clear_errors():
         build_model("deeplab", backbone="resnet")
     with pytest.raises(TypeError, match="`kind` argument, not `task`"):
         build_model(task="deeplab", backbone="xception_tiny")
+    with pytest.raises(ArgumentError, match="atrous_rates: a classifier model takes no atrous_rates"):
+        build_model("classifier", backbone="xception_tiny", atrous_rates=(6, 12, 18))
 
 
 def test_resize_matches_tf1_align_corners():

@@ -45,9 +45,13 @@ def build_model(kind="deeplab", backbone="xception_65", output_stride=None, num_
         input_shape=input_shape, dtype=dtype, **encoder_options)
     if kind == "backbone":
         return encoder
+    head = HEADS[kind]
+    # keras.Model would swallow an option the head does not take.
+    for name in sorted(set(head_options) - set(head.CONFIG) - {"name"}):
+        raise ArgumentError(name, f"a {kind} model takes no {name} option")
     if kind == "deeplab" and num_classes is None:
         num_classes = 21
-    return HEADS[kind](encoder, num_classes=num_classes, **head_options)
+    return head(encoder, num_classes=num_classes, **head_options)
 
 
 def with_output_stride(model, output_stride):
