@@ -11,17 +11,24 @@ class UserError(ValueError):
 class ArgumentError(UserError):
     """A bad value of one named API argument; the CLI swaps the name for its flag.
 
-    The message names the argument first, or where it holds `{argument}`.
+    The message names the argument first, or where it holds `{argument}`; other
+    arguments it points to are `mentions`, written `{name}` in the message, and
+    read as their flags on the command line too.
     """
 
-    def __init__(self, argument, message):
-        super().__init__(_naming(argument, message))
-        self.argument = argument
-        self.message = message
+    def __init__(self, argument, message, mentions=()):
+        self.argument, self.message, self.mentions = argument, message, tuple(mentions)
+        super().__init__(self._text({}))
 
     def for_flags(self, flags):
         """The same error naming the command-line flag `flags[argument]` instead."""
-        return UserError(_naming(flags.get(self.argument, self.argument), self.message))
+        return UserError(self._text(flags))
+
+    def _text(self, flags):
+        message = self.message
+        for name in self.mentions:
+            message = message.replace("{" + name + "}", flags.get(name, name))
+        return _naming(flags.get(self.argument, self.argument), message)
 
 
 def _naming(name, message):

@@ -290,5 +290,19 @@ def test_a_kill_between_the_renames_is_put_back_by_the_next_run(tmp_path, capsys
     export_module.check_target(str(target), "saved_model", overwrite=True)
     err = capsys.readouterr().err
     assert err.startswith(f"{target}: put back the previous export that an interrupted "
-                          "--overwrite left in ") and err.count("\n") == 1
+                          "overwrite left in ") and err.count("\n") == 1
     assert _tree(target) == before and sorted(os.listdir(tmp_path)) == ["sm"]
+
+
+def test_the_library_names_arguments_where_the_command_line_names_flags(tmp_path):
+    taken = tmp_path / "m.onnx"
+    taken.write_bytes(b"mine")
+    with pytest.raises(ValueError) as error:
+        export_module.check_target(str(taken), "onnx", overwrite=False)
+    assert str(error.value) == (f"output: {taken} already exists; give overwrite to replace "
+                                "a previous onnx export")
+    with pytest.raises(ValueError) as error:
+        export_module.check_target(str(taken), "onnx", overwrite=True)
+    assert str(error.value) == (f"output: {taken} is not a previous onnx export; overwrite "
+                                "replaces nothing else")
+    assert taken.read_bytes() == b"mine"

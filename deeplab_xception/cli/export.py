@@ -6,9 +6,9 @@ import sys
 from deeplab_xception.cli.options import (EXPORT_FORMATS, add_eval_options, add_overlap_option)
 from deeplab_xception.errors import UserError
 
-FLAGS = {"format": "--format", "scales": "--scales", "tile": "--tile", "overlap": "--overlap",
-         "outputs": "--outputs", "probabilities_dtype": "--probabilities-dtype",
-         "image_size": "--input-size", "precision": "--precision", "quantize": "--quantize",
+FLAGS = {"output": "--output", "overwrite": "--overwrite", "format": "--format",
+         "scales": "--scales", "tile": "--tile", "overlap": "--overlap", "outputs": "--outputs",
+         "probabilities_dtype": "--probabilities-dtype", "image_size": "--input-size", "precision": "--precision", "quantize": "--quantize",
          "calibration_images": "--calibration-images"}
 
 

@@ -22,7 +22,7 @@ import cv2
 import keras
 import numpy as np
 
-from deeplab_xception.errors import ArgumentError, UserError
+from deeplab_xception.errors import ArgumentError
 from deeplab_xception.runtime.folding import fold_batch_norms
 from deeplab_xception.io import read_image
 from deeplab_xception.models.layers import scale_dimension
@@ -439,22 +439,22 @@ def check_target(path, fmt, overwrite):
     path = _without_trailing_separator(os.fspath(path))
     staging = recover(path)
     if staging:
-        print(f"{path}: put back the previous export that an interrupted --overwrite "
+        print(f"{path}: put back the previous export that an interrupted overwrite "
               f"left in {staging}", file=sys.stderr)
     if not os.path.lexists(path):
         return
     if not overwrite:
-        raise UserError(f"--output: {path} already exists; give --overwrite to replace "
-                        f"a previous {fmt} export")
+        raise ArgumentError("output", f"{path} already exists; give {{overwrite}} to replace "
+                            f"a previous {fmt} export", mentions=("overwrite",))
     real = os.path.realpath(path)
     protected = {os.path.realpath(p) for p in (os.sep, os.path.expanduser("~"))}
     cwd = os.path.realpath(os.getcwd())
     if real in protected or cwd == real or cwd.startswith(real.rstrip(os.sep) + os.sep):
-        raise UserError(f"--output: {path} is the working, home or root folder; "
-                        "choose a new path")
+        raise ArgumentError("output", f"{path} is the working, home or root folder; "
+                            "choose a new path")
     if not is_previous_export(path, fmt):
-        raise UserError(f"--output: {path} is not a previous {fmt} export; "
-                        "--overwrite replaces nothing else")
+        raise ArgumentError("output", f"{path} is not a previous {fmt} export; "
+                            "{overwrite} replaces nothing else", mentions=("overwrite",))
 
 
 def is_previous_export(path, fmt):
@@ -490,5 +490,5 @@ def require_modules(fmt):
     """Raises UserError naming the extra to install when `fmt` needs a missing module."""
     missing = [m for m in EXTRA_MODULES.get(fmt, ()) if importlib.util.find_spec(m) is None]
     if missing:
-        raise UserError(f"--format {fmt}: needs {' and '.join(missing)}; "
-                        "install them with: pip install 'deeplab-xception[export]'")
+        raise ArgumentError("format", f"{{argument}} {fmt}: needs {' and '.join(missing)}; "
+                            "install them with: pip install 'deeplab-xception[export]'")
