@@ -19,7 +19,6 @@ import os
 import platform
 import subprocess
 import sys
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -32,6 +31,7 @@ from deeplab_xception.models.deeplab import default_atrous_rates  # noqa: E402
 from deeplab_xception.runtime.compiled import compiled_call  # noqa: E402
 from deeplab_xception.io import write_json  # noqa: E402
 from deeplab_xception.runtime.precision import cpu_flags, resolve_precision  # noqa: E402
+from deeplab_xception.runtime.timing import timed_runs  # noqa: E402
 
 PEER_MODES = ("eager", "autocast", "compile", "compile-f32", "openvino-f32", "openvino-bf16")
 BF16_PEERS = {"autocast", "compile", "openvino-bf16"}
@@ -58,13 +58,7 @@ def cpu_model(cpuinfo="/proc/cpuinfo"):
 
 def time_ours(run, batch, size, repeats):
     images = np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype("float32")
-    np.asarray(run(images))
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        np.asarray(run(images))
-        seconds.append(time.perf_counter() - start)
-    return seconds
+    return timed_runs(run, images, repeats)
 
 
 def run_peer(python, threads, repeats, *options):
