@@ -157,7 +157,7 @@ def objective(trainable):
     logits, _ = network.stateless_call(trainable, non_trainable, batch["images"], training=True)
     return loss(batch["labels"], logits)
 import jax
-grads = jax.grad(objective)([v.value for v in model.trainable_variables])
+grads = jax.jit(jax.grad(objective))([v.value for v in model.trainable_variables])
 np.savez(sys.argv[3], *[np.asarray(g) for g in grads])
 """
 
