@@ -49,6 +49,26 @@ def test_unreadable_cpuinfo_means_float32(tmp_path):
         resolve_precision("float16")
 
 
+def test_auto_on_a_measured_cpu_picks_the_precision_that_ran_faster_there(tmp_path):
+    """Against benchmarks/inference_cpu.py's records: on the flags of each CPU where ours was
+    timed in both precisions, `auto` names the one with the lower median at every output
+    stride (a Xeon with AMX so far: bfloat16, 2.3x faster)."""
+    checked = 0
+    for path in sorted(RESULTS.glob("inference_cpu*.json")):
+        record = json.loads(path.read_text())
+        rows = [row["runs"] for row in record.get("rows", [])
+                if {"ours-float32", "ours-bfloat16"} <= set(row.get("runs", {}))]
+        if not rows:
+            continue
+        faster = {min(("float32", "bfloat16"), key=lambda p: runs[f"ours-{p}"]["median"])
+                  for runs in rows}
+        assert len(faster) == 1, path.name  # one choice per CPU must be right at every OS
+        cpuinfo = tmp_path / path.name
+        cpuinfo.write_text("flags\t\t: " + " ".join(record["machine"]["isa_flags"]) + "\n")
+        assert resolve_precision("auto", cpuinfo) == faster.pop(), path.name
+        checked += 1
+    assert checked >= 1
+
 def _measured_on_gpu():
     """{(batch, output stride): (float32 ms, bfloat16 ms)} of xception_65 at 513 x 513, depthwise
     shifted, as benchmarks/gpu.py recorded them on an H200 (benchmarks/results/)."""
