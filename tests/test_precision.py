@@ -69,6 +69,7 @@ def test_auto_on_a_measured_cpu_picks_the_precision_that_ran_faster_there(tmp_pa
         checked += 1
     assert checked >= 1
 
+
 def _measured_on_gpu():
     """{(batch, output stride): (float32 ms, bfloat16 ms)} of xception_65 at 513 x 513, depthwise
     shifted, as benchmarks/gpu.py recorded them on an H200 (benchmarks/results/)."""
