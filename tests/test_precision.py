@@ -158,6 +158,16 @@ def test_bfloat16_graph_computes_what_keras_mixed_precision_computes(model):
     assert convs[("Conv2D", "float32")] == 1  # the logits
     assert convs[("Conv2D", "bfloat16")] > 30 and convs[("DepthwiseConv2dNative", "bfloat16")] > 20
     assert convs[("DepthwiseConv2dNative", "float32")] == 0
+    # dilated depthwise convs share one space-to-batch per run of layers, as in float32
+    exact_run = compiled_call(model, "float32", 0, 0)
+    exact_run(x)
+    back = [_op_count(r.frozen.function, "BatchToSpaceND") for r in (run, exact_run)]
+    dilated = sum(getattr(layer, "dilation_rate", (1, 1))[0] > 1 for layer in model.layers)
+    assert back[0] == back[1] < dilated
+
+
+def _op_count(function, op):
+    return sum(node.op == op for node in function.graph.as_graph_def().node)
 
 
 def _dtype(enum):

@@ -186,8 +186,9 @@ def compiled_call(model, precision="float32", fold_after_pixels=FOLD_AFTER_PIXEL
     """`model` as one inference function for every input size, computing in `precision`
     ("float32", "bfloat16" or "auto", see deeplab_xception.runtime.precision); its `precisions`
     say what ran. On TensorFlow an InferenceFunction (thresholds 0: folded and frozen
-    from the start, as benchmarks want); reduced precisions fold first (in float32,
-    before the cast), as the cast rebuilds the model anyway. On JAX a JaxFunction,
+    from the start, as benchmarks want); reduced precisions take the folded stage from
+    the start (`inference_copy`, folded in float32 before the cast), as the cast
+    rebuilds the model anyway. On JAX a JaxFunction,
     folded from the start, which decides "auto" per input shape from `output_stride`
     (default: the model's)."""
     if keras.backend.backend() == "jax":
@@ -196,6 +197,6 @@ def compiled_call(model, precision="float32", fold_after_pixels=FOLD_AFTER_PIXEL
     precision = resolve_precision(precision)
     if precision == "float32":
         return InferenceFunction(model, fold_after_pixels, freeze_after_pixels)
-    inference = with_precision(fold_batch_norms(model), precision)
+    inference = with_precision(inference_copy(model), precision)
     return InferenceFunction(inference, freeze_after_pixels=freeze_after_pixels, folded=True,
                              precision=precision)

@@ -96,16 +96,18 @@ def resolve_precision(precision="auto", cpuinfo=CPUINFO, positions=None):
 
 def _float32_tail(model):
     """Names of the layers from the last layer with weights to each output, along first
-    inputs (a resize's first input is what it resizes): they stay float32."""
+    inputs (a resize's first input is what it resizes): they stay float32. Followed by
+    the nodes of `model` itself, as its layers may also be called in another model."""
     tail = set()
     for output in model.outputs:
-        layer = output._keras_history.operation
+        tensor = output
         while True:
+            layer, node_index, _ = tensor._keras_history
             tail.add(layer.name)
-            nodes = layer._inbound_nodes
-            if layer.weights or len(nodes) != 1 or not nodes[0].parent_nodes:
+            node = layer._inbound_nodes[node_index]
+            if layer.weights or not node.input_tensors:
                 break
-            layer = nodes[0].parent_nodes[0].operation
+            tensor = node.input_tensors[0]
     return tail
 
 
