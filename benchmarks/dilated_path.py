@@ -7,9 +7,11 @@ absolute difference, share of equal labels). Each run records its wall time
 and this process's CPU time (both threads): on a machine shared with other
 work the CPU time still counts the work done, where the wall time also counts
 the waits for a core. Prints a line per output stride and writes JSON with
-the load average before and after.
+the load average before and after. `--precision bfloat16` compares the two
+graphs as `compiled_call` builds them in bfloat16.
 
     python benchmarks/dilated_path.py --output benchmarks/results/dilated_path_epyc_avx2.json
+    python benchmarks/dilated_path.py --precision bfloat16 --output benchmarks/results/dilated_path_amx_bfloat16.json
 """
 
 import argparse
@@ -26,6 +28,8 @@ from deeplab_xception.models.dilated import with_shared_space_to_batch  # noqa: 
 from deeplab_xception.runtime.compiled import FrozenGraph  # noqa: E402
 from deeplab_xception.runtime.folding import _FoldedAway, fold_batch_norms  # noqa: E402
 from deeplab_xception.io import write_json  # noqa: E402
+from deeplab_xception.runtime.precision import with_precision  # noqa: E402
+from deeplab_xception.runtime.timing import with_trained_shifts  # noqa: E402
 
 
 def main():
@@ -33,15 +37,20 @@ def main():
     parser.add_argument("--output-strides", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--size", type=int, default=513)
     parser.add_argument("--repeats", type=int, default=7, help="timed runs of each graph")
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--output", default="benchmarks/results/dilated_path.json")
     args = parser.parse_args()
     images = np.random.default_rng(0).uniform(-1, 1, (1, args.size, args.size, 3)).astype("float32")
-    report = {"size": args.size, "repeats": args.repeats, "rows": []}
+    report = {"size": args.size, "repeats": args.repeats, "precision": args.precision, "rows": []}
     for output_stride in args.output_strides:
-        model = build_model("deeplab", backbone="xception_65", output_stride=output_stride)
+        # nonzero folded biases, as trained weights give: the fusions a trained model gets
+        model = with_trained_shifts(
+            build_model("deeplab", backbone="xception_65", output_stride=output_stride))
         folded = fold_batch_norms(model)
-        graphs = {"per_conv": FrozenGraph(folded),
-                  "shared": FrozenGraph(with_shared_space_to_batch(folded, (_FoldedAway,)))}
+        graphs = {"per_conv": folded,
+                  "shared": with_shared_space_to_batch(folded, (_FoldedAway,))}
+        graphs = {name: FrozenGraph(with_precision(graph, args.precision))
+                  for name, graph in graphs.items()}
         logits = {name: np.asarray(graph(images)) for name, graph in graphs.items()}
         seconds = {name: [] for name in graphs}
         cpu_seconds = {name: [] for name in graphs}

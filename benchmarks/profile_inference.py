@@ -30,6 +30,7 @@ from deeplab_xception.runtime.compiled import FrozenGraph  # noqa: E402
 from deeplab_xception.runtime.folding import fold_batch_norms, inference_copy  # noqa: E402
 from deeplab_xception.io import write_json  # noqa: E402
 from deeplab_xception.runtime.precision import with_precision  # noqa: E402
+from deeplab_xception.runtime.timing import with_trained_shifts  # noqa: E402
 
 
 def op_type(node_stats, dtypes):
@@ -87,9 +88,10 @@ def main():
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--output", default="benchmarks/results/profile_inference.json")
     args = parser.parse_args()
-    model = build_model("deeplab", backbone="xception_65", output_stride=args.output_stride)
-    # compiled_call builds the bfloat16 graph from the folded model alone
-    shared = not (args.no_fold or args.per_conv_space_to_batch or args.precision != "float32")
+    # nonzero folded biases, as trained weights give: the fusions a trained model gets
+    model = with_trained_shifts(
+        build_model("deeplab", backbone="xception_65", output_stride=args.output_stride))
+    shared = not (args.no_fold or args.per_conv_space_to_batch)
     if args.no_fold:
         inference = model
     else:

@@ -190,3 +190,51 @@ def test_bad_plot_path_fails_before_counting(capsys, tmp_path):
 def test_api_errors_are_user_errors():
     with pytest.raises(UserError, match="num_classes: must be positive"):
         budget(backbone="xception_tiny", num_classes=0)
+
+
+def _kernels_run(model):
+    """Counts of the kernels TensorFlow ran for the folded, frozen `model`, by op type,
+    after its graph optimizer fused what it fuses (a traced session run)."""
+    import collections
+
+    import numpy as np
+    import tensorflow as tf
+
+    from deeplab_xception.runtime.compiled import FrozenGraph
+    from deeplab_xception.runtime.folding import fold_batch_norms
+
+    function = FrozenGraph(fold_batch_norms(model)).function
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.import_graph_def(function.graph.as_graph_def(), name="")
+    metadata = tf.compat.v1.RunMetadata()
+    with tf.compat.v1.Session(graph=graph) as session:
+        session.run(function.outputs[0].name, {function.inputs[0].name: np.ones((1, 33, 33, 3))},
+                    options=tf.compat.v1.RunOptions(trace_level=3), run_metadata=metadata)
+    return collections.Counter(
+        node.timeline_label.split(" = ", 1)[1].split("(", 1)[0]
+        for device in metadata.step_stats.dev_stats for node in device.node_stats
+        if " = " in node.timeline_label)
+
+
+def test_measured_models_get_the_fusions_of_trained_ones():
+    from deeplab_xception.models.layers import weights_to_come
+    from deeplab_xception.runtime.timing import with_trained_shifts
+
+    with weights_to_come():  # as budget builds what it times: every weight zero but scales
+        model = build_model("deeplab", backbone="xception_tiny", num_classes=4)
+    kernels = {name: w.numpy().copy() for name, w in
+               ((w.path, w) for w in model.weights) if name.endswith("kernel")}
+    fresh = _kernels_run(model)
+    with_trained_shifts(model)
+    shifted = _kernels_run(model)
+    for weight in model.weights:
+        name = weight.path.rsplit("/", 1)[-1]
+        if name in ("moving_mean", "beta", "bias"):
+            assert (weight.numpy() != 0).all(), weight.path
+        elif name == "kernel":
+            assert (weight.numpy() == kernels[weight.path]).all(), weight.path
+    # A zero folded bias is dropped by TF's optimizer, and the conv + bias + ReLU with it.
+    fused = [op for op in shifted if "Fused" in op]
+    assert fused and not any("Fused" in op for op in fresh)
+    assert shifted["Relu"] < fresh["Relu"] / 2

@@ -18,6 +18,19 @@ def timed_runs(run, images, repeats):
     return times
 
 
+def with_trained_shifts(model, seed=0):
+    """`model`, in place, with nonzero batch-norm means and offsets and conv biases, drawn
+    from N(0, 0.1), as a trained model has. A fresh model's are zero, so are its folded
+    biases, and TensorFlow's graph optimizer drops a zero bias and with it the fused conv +
+    bias + ReLU: a fresh xception_65 times up to 1.2x slower than a trained one
+    (docs/benchmarks.md). Timing-only: the weights stop being the ones it was built with."""
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        if weight.path.rsplit("/", 1)[-1] in ("moving_mean", "beta", "bias"):
+            weight.assign(rng.normal(0.0, 0.1, weight.shape).astype("float32"))
+    return model
+
+
 def measure_seconds(model, image_size, repeats, precision="float32"):
     """(median wall time of one batch-1 prediction on the inference path the CLI uses, the
     precision it computed in)."""
