@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from deeplab_xception import build_model, load_model  # noqa: E402
-from deeplab_xception.runtime.export import export  # noqa: E402
+from deeplab_xception.runtime.export import ExportOptions, export  # noqa: E402
 from deeplab_xception.runtime.segmenter import Segmenter  # noqa: E402
 from deeplab_xception.data.preprocessing import IGNORE_LABEL  # noqa: E402
 from deeplab_xception.io import write_json  # noqa: E402
@@ -42,17 +42,18 @@ def int8_labels(model, images, calibration, directory):
     """Labels from the int8 TFLite export, one image at a time."""
     from ai_edge_litert.interpreter import Interpreter
 
-    path = export(model, os.path.join(directory, "int8.tflite"), "tflite", images.shape[1:3],
+    options = ExportOptions("tflite", image_size=images.shape[1:3], align=model.output_stride)
+    path = export(model, os.path.join(directory, "int8.tflite"), "tflite", options,
                   quantize="int8", calibration_images=calibration)
     interpreter = Interpreter(path)
     interpreter.allocate_tensors()
-    feed = interpreter.get_input_details()[0]["index"]
-    fetch = next(d["index"] for d in interpreter.get_output_details() if len(d["shape"]) == 3)
+    feed = interpreter.get_input_details()[0]["index"]  # one H x W x 3 uint8 image
+    fetch = next(d["index"] for d in interpreter.get_output_details() if len(d["shape"]) == 2)
     labels = []
     for image in images:
-        interpreter.set_tensor(feed, image[None])
+        interpreter.set_tensor(feed, image)
         interpreter.invoke()
-        labels.append(interpreter.get_tensor(fetch)[0])
+        labels.append(interpreter.get_tensor(fetch))
     return np.stack(labels).astype(np.uint8)
 
 

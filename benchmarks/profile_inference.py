@@ -9,8 +9,11 @@ folding, to compare, and `--per-conv-space-to-batch` the folded graph with
 TensorFlow's space-to-batch around each dilated depthwise conv;
 `--precision bfloat16` profiles the bfloat16 graph, each op type labeled with
 the dtype it computes in (the graph's `T`), so casts and ops left in float32
-show. Times are means over the traced runs; shares are of the summed kernel
-time (one op at a time on these two cores, so close to the wall time).
+show. The model gets nonzero batch-norm shifts first (`with_trained_shifts`),
+as trained weights have; `--fresh-weights` profiles it as built, whose zero
+folded biases TensorFlow drops, and the fusions with them. Times are means over
+the traced runs; shares are of the summed kernel time (one op at a time on
+these two cores, so close to the wall time).
 
     python benchmarks/profile_inference.py --output-stride 16
 """
@@ -85,12 +88,14 @@ def main():
     parser.add_argument("--per-conv-space-to-batch", action="store_true",
                         help="fold, but leave each dilated depthwise conv to TensorFlow")
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--fresh-weights", action="store_true",
+                        help="the model as built: zero batch-norm shifts, so zero folded biases")
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--output", default="benchmarks/results/profile_inference.json")
     args = parser.parse_args()
-    # nonzero folded biases, as trained weights give: the fusions a trained model gets
-    model = with_trained_shifts(
-        build_model("deeplab", backbone="xception_65", output_stride=args.output_stride))
+    model = build_model("deeplab", backbone="xception_65", output_stride=args.output_stride)
+    if not args.fresh_weights:
+        with_trained_shifts(model)
     shared = not (args.no_fold or args.per_conv_space_to_batch)
     if args.no_fold:
         inference = model
@@ -107,6 +112,7 @@ def main():
         print(f"{row['op']:<36} {1e3 * row['seconds']:>8.1f} {100 * row['share']:>5.1f}%")
     print(f"{'all kernels':<36} {1e3 * total:>8.1f}   wall median {1e3 * float(np.median(walls)):.1f} ms")
     report = {"output_stride": args.output_stride, "size": args.size, "folded": not args.no_fold,
+              "fresh_weights": args.fresh_weights,
               "shared_space_to_batch": shared,
               "precision": args.precision,
               "runs": args.runs, "wall_seconds": walls, "kernel_seconds": total, "ops": rows}
