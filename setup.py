@@ -41,7 +41,8 @@ setup(
         "runtimes": RUNTIMES,
         # Fine-tuning on the JAX backend (CPU jax here; a GPU machine installs its CUDA wheel).
         "jax": ["jax", "tensorboard"],
-        "test": ["pytest", "jax[cpu]", "scikit-image", "tensorflow-datasets", *EXPORT, *RUNTIMES],
+        "test": ["pytest", "pytest-xdist", "jax[cpu]", "scikit-image", "tensorflow-datasets",
+                 *EXPORT, *RUNTIMES],
     },
     entry_points={"console_scripts": ["deeplab-xception=deeplab_xception.cli:entry_point"]},
 )
