@@ -221,10 +221,9 @@ def test_measured_models_get_the_fusions_of_trained_ones():
     from deeplab_xception.models.layers import weights_to_come
     from deeplab_xception.runtime.timing import with_trained_shifts
 
-    with weights_to_come():  # as budget builds what it times: every weight zero but scales
+    with weights_to_come():  # as budget builds what it times: zeros, batch-norm scales 1
         model = build_model("deeplab", backbone="xception_tiny", num_classes=4)
-    kernels = {name: w.numpy().copy() for name, w in
-               ((w.path, w) for w in model.weights) if name.endswith("kernel")}
+    kernels = {w.path: w.numpy().copy() for w in model.weights if w.path.endswith("kernel")}
     fresh = _kernels_run(model)
     with_trained_shifts(model)
     shifted = _kernels_run(model)
