@@ -26,7 +26,8 @@ import numpy as np  # noqa: E402
 
 
 def onnxruntime_sides(path, calibration, directory):
-    """{name: run(uint8 image)} for the float32 file and its int8 quantization."""
+    """({name: run(uint8 image)} for the float32 file and its int8 quantization, the
+    file's input shape, the seconds quantizing took)."""
     import onnxruntime
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
@@ -35,11 +36,10 @@ def onnxruntime_sides(path, calibration, directory):
     options.intra_op_num_threads = os.cpu_count()
 
     def session(model):
-        run = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        name = run.get_inputs()[0].name
-        return lambda image: run.run(None, {name: image})
+        return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
-    feed = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"]).get_inputs()[0]
+    float32 = session(path)
+    feed = float32.get_inputs()[0]
     rng = np.random.default_rng(1)
 
     class Images(CalibrationDataReader):
@@ -56,7 +56,10 @@ def onnxruntime_sides(path, calibration, directory):
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     op_types_to_quantize=["Conv"], per_channel=True)
     seconds = time.perf_counter() - start
-    return {"onnxruntime-float32": session(path), "onnxruntime-int8": session(quantized)}, seconds
+    sides = {name: lambda image, run=run: run.run(None, {feed.name: image})
+             for name, run in (("onnxruntime-float32", float32),
+                               ("onnxruntime-int8", session(quantized)))}
+    return sides, list(feed.shape), seconds
 
 
 def tflite_side(path):
@@ -86,16 +89,14 @@ def main():
     from deeplab_xception.data.preprocessing import preprocess_array
     from deeplab_xception.runtime.compiled import compiled_call
     from deeplab_xception.runtime.precision import cpu_flags
+    from inference_cpu import ISA_FLAGS, cpu_model
 
     model = load_model(args.weights, kind="deeplab")
     with tempfile.TemporaryDirectory() as directory:
-        sides, quantize_seconds = onnxruntime_sides(args.onnx, args.calibration, directory)
+        sides, shape, quantize_seconds = onnxruntime_sides(args.onnx, args.calibration,
+                                                           directory)
     if args.tflite:
         sides["tflite-int8"] = tflite_side(args.tflite)
-    import onnx
-
-    dims = onnx.load(args.onnx, load_external_data=False).graph.input[0].type.tensor_type.shape.dim
-    shape = [d.dim_value for d in dims]  # H x W x 3
     image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     network_input = preprocess_array(image[None].astype("float32"))
     for precision in ("float32", "bfloat16"):
@@ -112,7 +113,8 @@ def main():
             seconds[name].append(time.perf_counter() - start)
     medians = {name: float(np.median(s)) for name, s in seconds.items()}
     report = {"weights": os.path.basename(args.weights), "input_shape": shape,
-              "isa_flags": sorted(f for f in cpu_flags() if "amx" in f or "vnni" in f or "bf16" in f),
+              "processor": cpu_model(),
+              "isa_flags": sorted(f for f in cpu_flags() if any(k in f for k in ISA_FLAGS)),
               "calibration_images": args.calibration, "quantize_seconds": quantize_seconds,
               "seconds": seconds, "median": medians,
               "loadavg_before": load_before, "loadavg_after": os.getloadavg()[0]}
