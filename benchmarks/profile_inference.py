@@ -9,7 +9,8 @@ folding, to compare, and `--per-conv-space-to-batch` the folded graph with
 TensorFlow's space-to-batch around each dilated depthwise conv;
 `--precision bfloat16` profiles the bfloat16 graph, each op type labeled with
 the dtype it computes in (the graph's `T`), so casts and ops left in float32
-show. The model gets nonzero batch-norm shifts first (`with_trained_shifts`),
+show; `--static-shape` traces it for the one size, as an export does, where
+TensorFlow's optimizer sees every shape. The model gets nonzero batch-norm shifts first (`with_trained_shifts`),
 as trained weights have; `--fresh-weights` profiles it as built, whose zero
 folded biases TensorFlow drops, and the fusions with them. Times are means over
 the traced runs; shares are of the summed kernel time (one op at a time on
@@ -90,6 +91,8 @@ def main():
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--fresh-weights", action="store_true",
                         help="the model as built: zero batch-norm shifts, so zero folded biases")
+    parser.add_argument("--static-shape", action="store_true",
+                        help="trace for the one input size, as an export does, not for every size")
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--output", default="benchmarks/results/profile_inference.json")
     args = parser.parse_args()
@@ -101,7 +104,8 @@ def main():
         inference = model
     else:
         inference = inference_copy(model) if shared else fold_batch_norms(model)
-    function = FrozenGraph(with_precision(inference, args.precision)).function
+    shape = (1, args.size, args.size, 3) if args.static_shape else (None, None, None, 3)
+    function = FrozenGraph(with_precision(inference, args.precision), shape).function
     images = np.random.default_rng(0).uniform(-1, 1, (1, args.size, args.size, 3)).astype("float32")
     per_op, walls = profile(function, images, args.runs)
     total = sum(per_op.values())
@@ -113,7 +117,7 @@ def main():
     print(f"{'all kernels':<36} {1e3 * total:>8.1f}   wall median {1e3 * float(np.median(walls)):.1f} ms")
     report = {"output_stride": args.output_stride, "size": args.size, "folded": not args.no_fold,
               "fresh_weights": args.fresh_weights,
-              "shared_space_to_batch": shared,
+              "shared_space_to_batch": shared, "static_shape": args.static_shape,
               "precision": args.precision,
               "runs": args.runs, "wall_seconds": walls, "kernel_seconds": total, "ops": rows}
     write_json(args.output, report, indent=1)

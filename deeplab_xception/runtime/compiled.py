@@ -20,16 +20,16 @@ class FrozenGraph:
     images of new sizes never retrace. With the weights constant, TF's graph
     optimizer can fold and fuse across layers. No XLA: its depthwise conv is
     several times slower on CPU. A snapshot: later changes to the
-    model's weights do not reach it.
+    model's weights do not reach it. `input_shape` fixes sizes, as an export does.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, input_shape=(None, None, None, 3)):
         import tensorflow as tf
         from tensorflow.python.framework.convert_to_constants import (
             convert_variables_to_constants_v2)
 
         traced = tf.function(lambda images: model(images, training=False), jit_compile=False)
-        concrete = traced.get_concrete_function(tf.TensorSpec((None, None, None, 3), tf.float32))
+        concrete = traced.get_concrete_function(tf.TensorSpec(input_shape, tf.float32))
         self.function = convert_variables_to_constants_v2(concrete)
 
     @property
