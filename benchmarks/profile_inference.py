@@ -22,7 +22,6 @@ these two cores, so close to the wall time).
 import argparse
 import collections
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -34,16 +33,7 @@ from deeplab_xception.runtime.compiled import FrozenGraph  # noqa: E402
 from deeplab_xception.runtime.folding import fold_batch_norms, inference_copy  # noqa: E402
 from deeplab_xception.io import write_json  # noqa: E402
 from deeplab_xception.runtime.precision import with_precision  # noqa: E402
-from deeplab_xception.runtime.timing import with_trained_shifts  # noqa: E402
-
-
-def op_type(node_stats, dtypes):
-    """'name = OpType(inputs)' in the trace's label (the kernel actually run), with the
-    dtype it computes in where the graph node has one."""
-    label = node_stats.timeline_label
-    name = label.split(" = ", 1)[1].split("(", 1)[0] if " = " in label else node_stats.node_name
-    dtype = dtypes.get(node_stats.node_name)
-    return f"{name}[{dtype}]" if dtype else name
+from deeplab_xception.runtime.timing import traced_kernels, with_trained_shifts  # noqa: E402
 
 
 def node_dtypes(graph_def):
@@ -58,25 +48,13 @@ def node_dtypes(graph_def):
 
 
 def profile(function, images, runs):
-    graph = tf.Graph()
-    graph_def = function.graph.as_graph_def()
-    dtypes = node_dtypes(graph_def)
-    with graph.as_default():
-        tf.import_graph_def(graph_def, name="")
-    feed, fetch = function.inputs[0].name, function.outputs[0].name
+    """({op type[dtype]: mean seconds per run}, wall times)."""
+    dtypes = node_dtypes(function.graph.as_graph_def())
+    kernels, walls = traced_kernels(function, images, runs)
     per_op = collections.Counter()
-    walls = []
-    options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
-    with tf.compat.v1.Session(graph=graph) as session:
-        session.run(fetch, {feed: images})
-        for _ in range(runs):
-            metadata = tf.compat.v1.RunMetadata()
-            start = time.perf_counter()
-            session.run(fetch, {feed: images}, options=options, run_metadata=metadata)
-            walls.append(time.perf_counter() - start)
-            for device in metadata.step_stats.dev_stats:
-                for node in device.node_stats:
-                    per_op[op_type(node, dtypes)] += node.all_end_rel_micros / 1e6 / runs
+    for op, node, seconds in kernels:
+        dtype = dtypes.get(node)
+        per_op[f"{op}[{dtype}]" if dtype else op] += seconds / runs
     return per_op, walls
 
 

@@ -193,28 +193,18 @@ def test_api_errors_are_user_errors():
 
 
 def _kernels_run(model):
-    """Counts of the kernels TensorFlow ran for the folded, frozen `model`, by op type,
-    after its graph optimizer fused what it fuses (a traced session run)."""
+    """Counts of the kernels TensorFlow ran for the folded, frozen `model`, by op type."""
     import collections
 
     import numpy as np
-    import tensorflow as tf
 
     from deeplab_xception.runtime.compiled import FrozenGraph
     from deeplab_xception.runtime.folding import fold_batch_norms
+    from deeplab_xception.runtime.timing import traced_kernels
 
     function = FrozenGraph(fold_batch_norms(model)).function
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.import_graph_def(function.graph.as_graph_def(), name="")
-    metadata = tf.compat.v1.RunMetadata()
-    with tf.compat.v1.Session(graph=graph) as session:
-        session.run(function.outputs[0].name, {function.inputs[0].name: np.ones((1, 33, 33, 3))},
-                    options=tf.compat.v1.RunOptions(trace_level=3), run_metadata=metadata)
-    return collections.Counter(
-        node.timeline_label.split(" = ", 1)[1].split("(", 1)[0]
-        for device in metadata.step_stats.dev_stats for node in device.node_stats
-        if " = " in node.timeline_label)
+    kernels, _ = traced_kernels(function, np.ones((1, 33, 33, 3), "float32"))
+    return collections.Counter(op for op, _, _ in kernels)
 
 
 def test_measured_models_get_the_fusions_of_trained_ones():

@@ -18,6 +18,35 @@ def timed_runs(run, images, repeats):
     return times
 
 
+def traced_kernels(function, images, runs=1):
+    """TensorFlow only: ([(op type, node name, seconds)] of every kernel of `runs` traced
+    session runs of the concrete `function`, after one untimed run; their wall times).
+    The labels name the kernels actually run, after TF's graph optimizer fused what it
+    fuses, which a `tf.function` call does not show."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.import_graph_def(function.graph.as_graph_def(), name="")
+    feed, fetch = function.inputs[0].name, function.outputs[0].name
+    options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
+    kernels, walls = [], []
+    with tf.compat.v1.Session(graph=graph) as session:
+        session.run(fetch, {feed: images})
+        for _ in range(runs):
+            metadata = tf.compat.v1.RunMetadata()
+            start = time.perf_counter()
+            session.run(fetch, {feed: images}, options=options, run_metadata=metadata)
+            walls.append(time.perf_counter() - start)
+            for device in metadata.step_stats.dev_stats:
+                for node in device.node_stats:
+                    label = node.timeline_label
+                    op = (label.split(" = ", 1)[1].split("(", 1)[0] if " = " in label
+                          else node.node_name)
+                    kernels.append((op, node.node_name, node.all_end_rel_micros / 1e6))
+    return kernels, walls
+
+
 def with_trained_shifts(model, seed=0):
     """`model`, in place, with nonzero batch-norm means and offsets and conv biases, drawn
     from N(0, 0.1), as a trained model has. A fresh model's are zero, so are its folded
