@@ -12,9 +12,16 @@ at its --deadline keeps what it measured.
 
     python benchmarks/gpu.py --output gpu.json              # the full run, minutes on an H200
     python benchmarks/gpu.py --output gpu.json --quick      # a smoke test on any machine
+    python benchmarks/gpu.py --output gpu.json --configs 1 2 --profile 25   # where the time goes
+
+`--profile TOP` traces a few calls of each candidate after its timings
+(`jax.profiler` for ours, `torch.profiler` for smp) and writes the TOP
+longest device kernels and the time by kind of kernel into the JSON.
 """
 
 import argparse
+import collections
+import glob
 import json
 import os
 import platform
@@ -203,6 +210,90 @@ def torch_timer(run):
     return timed
 
 
+# ---------------------------------------------------------------- profiles (--profile)
+
+PROFILED_CALLS = 3
+CONV_MARKS = ("conv", "gemm", "xmma", "cutlass", "cudnn", "fprop", "dgrad", "wgrad", "matmul")
+
+
+def kernel_kind(name):
+    """A coarse kind for a device kernel's name, the same for both frameworks."""
+    name = name.lower()
+    if any(mark in name for mark in CONV_MARKS):
+        return "conv and matmul"
+    if any(mark in name for mark in ("transpose", "copy", "memcpy", "memset", "layout")):
+        return "transposes and copies"
+    if "reduce" in name or "reduction" in name:
+        return "reductions"
+    return "elementwise and other fusions"
+
+
+def kernel_summary(times, counts, details, top):
+    """ms per call by kernel (the `top` longest) and by kind, from summed nanoseconds."""
+    per_call = {name: ns / 1e6 / PROFILED_CALLS for name, ns in times.items()}
+    kinds = collections.Counter()
+    for name, ms in per_call.items():
+        kinds[kernel_kind(name)] += ms
+    return {"calls": PROFILED_CALLS,
+            "total_ms": round(sum(per_call.values()), 3),
+            "by_kind_ms": {kind: round(ms, 3) for kind, ms in kinds.most_common()},
+            "kernels": [{"name": name[:300], "ms": round(ms, 3),
+                         "count": counts[name] // PROFILED_CALLS, **details.get(name, {})}
+                        for name, ms in sorted(per_call.items(), key=lambda i: -i[1])[:top]]}
+
+
+def jax_profile(timer, top):
+    """The kernels `timer`'s calls ran, from a `jax.profiler` trace: the device's
+    stream lines on a GPU, XLA's executor lines on a CPU (a smoke test)."""
+    import jax
+    from jax.profiler import ProfileData
+
+    folder = tempfile.mkdtemp(prefix="jax-trace-")
+    with jax.profiler.trace(folder):
+        for _ in range(PROFILED_CALLS):
+            timer()
+    (path,) = glob.glob(os.path.join(folder, "**", "*.xplane.pb"), recursive=True)
+    planes = list(ProfileData.from_file(path).planes)
+    lines = [line for plane in planes if plane.name.startswith("/device:")
+             for line in plane.lines]
+    streams = [line for line in lines if line.name.startswith("Stream")]
+    lines = streams or lines or [line for plane in planes for line in plane.lines
+                                 if line.name.startswith("tf_XLA")]
+    events = [(event, {str(k): str(v)[:200] for k, v in event.stats
+                       if str(k) in ("hlo_op", "hlo_module", "long_name")})
+              for line in lines for event in line.events]
+    if any("hlo_op" in stats for _, stats in events):  # drop the executor's own spans
+        events = [(event, stats) for event, stats in events if "hlo_op" in stats]
+    times, counts, details = collections.Counter(), collections.Counter(), {}
+    for event, stats in events:
+        times[event.name] += event.duration_ns
+        counts[event.name] += 1
+        details.setdefault(event.name, stats)  # e.g. the HLO op a kernel belongs to
+    return {"lines": sorted({line.name for line in lines})[:20],
+            **kernel_summary(times, counts, details, top)}
+
+
+def torch_profile(timer, top):
+    """The device kernels `timer`'s calls ran, from `torch.profiler` (CPU ops on a CPU)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as recorded:
+        for _ in range(PROFILED_CALLS):
+            timer()
+    times, counts = collections.Counter(), collections.Counter()
+    for row in recorded.key_averages():
+        us = (getattr(row, "self_device_time_total", None) if cuda
+              else row.self_cpu_time_total)
+        if us:
+            times[row.key] += us * 1000
+            counts[row.key] += row.count
+    return kernel_summary(times, counts, {}, top)
+
+
+
 # ---------------------------------------------------------------- the run
 
 def candidates(config, quick, depthwise_paths):
@@ -250,7 +341,7 @@ CONFIGS = [
 ]
 
 
-def measure(config, quick, rounds, repeats, deadline, depthwise_paths):
+def measure(config, quick, rounds, repeats, deadline, depthwise_paths, profile_top=0):
     entries = {}
     timers = []
     for name, factory in candidates(config, quick, depthwise_paths):
@@ -280,6 +371,14 @@ def measure(config, quick, rounds, repeats, deadline, depthwise_paths):
         entries[name]["ms"] = round(1000 * statistics.median(values), 3)
         entries[name]["round_ms"] = [round(1000 * v, 3) for v in values]
         print(f"  {name}: {entries[name]['ms']:.2f} ms", flush=True)
+    for name, timer in timers if profile_top else ():
+        try:
+            profiled = (jax_profile if name.startswith("ours") else torch_profile)(
+                timer, profile_top)
+        except Exception as error:  # a profile must not cost the timings
+            profiled = {"error": f"{type(error).__name__}: {error}"[:2000]}
+        entries[name]["profile"] = profiled
+        print(f"  {name}: profiled {profiled.get('by_kind_ms', profiled)}", flush=True)
     return entries
 
 
@@ -328,6 +427,8 @@ def main():
     parser.add_argument("--deadline", type=float, default=420,
                         help="seconds after which no new candidate is built")
     parser.add_argument("--configs", type=int, nargs="*", help="indices into CONFIGS")
+    parser.add_argument("--profile", type=int, default=0, metavar="TOP",
+                        help="after timing, profile each candidate and keep its TOP kernels")
     parser.add_argument("--first-step-warm", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=16, help=argparse.SUPPRESS)
@@ -346,7 +447,8 @@ def main():
         config = CONFIGS[index]
         print(f"{config['job']} OS {config['output_stride']} batch {config['batch']}", flush=True)
         depthwise_paths = ("xla", "shifted") if args.with_grouped_depthwise else ("shifted",)
-        entries = measure(config, args.quick, args.rounds, args.repeats, deadline, depthwise_paths)
+        entries = measure(config, args.quick, args.rounds, args.repeats, deadline, depthwise_paths,
+                          args.profile)
         result["configs"].append({key: config[key] for key in ("job", "output_stride", "batch")}
                                  | {"results": entries})
         if config["job"] == "train" and "first_step_warm" not in result and any(
